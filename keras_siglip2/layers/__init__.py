@@ -1,0 +1,8 @@
+from keras_siglip2.layers.attention import MultiHeadAttention
+from keras_siglip2.layers.logits import SigmoidLogits, l2_normalize
+from keras_siglip2.layers.map_head import MAPHead
+from keras_siglip2.layers.naflex_position_embedding import (
+    NaFlexPositionEmbedding,
+    antialiased_bilinear_weights,
+)
+from keras_siglip2.layers.transformer import MlpBlock, TransformerBlock, TransformerEncoder

@@ -1,0 +1,4 @@
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder

@@ -1,0 +1,138 @@
+"""`SigLIP2Backbone`: the image and text towers joined by the sigmoid logit head."""
+
+import math
+
+import keras
+import keras_hub
+
+from keras_siglip2.layers.logits import SigmoidLogits, l2_normalize
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+
+
+def _fresh_inputs(model):
+    """New `keras.Input`s shaped like `model`'s inputs, in the same structure."""
+    return keras.tree.map_structure(
+        lambda x: keras.Input(x.shape[1:], dtype=x.dtype, name=x.name), model.input
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_siglip2")
+class SigLIP2Backbone(keras_hub.models.Backbone):
+    """SigLIP 2 two-tower model (fixed-resolution or NaFlex image tower).
+
+    Inputs: a dict with `token_ids` (B, L) and either `images`
+    (B, H, W, 3) for a fixed-resolution tower, or `patches`, `patch_coords`,
+    `patch_mask`, `spatial_shapes` for a NaFlex tower.
+
+    Outputs: a dict with `image_embeddings` (B, E) and `text_embeddings`
+    (B, E), both L2-normalised, and `logits` (B, B) = exp(t) · cos + b
+    (image i against text j).
+
+    Args:
+        vision_encoder: a `SigLIP2VisionEncoder` or `SigLIP2NaFlexVisionEncoder`.
+        text_encoder: a `SigLIP2TextEncoder`.
+        logit_scale_init: initial log-temperature t.
+        logit_bias_init: initial bias b.
+
+    Example:
+    >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
+    >>> backbone = SigLIP2Backbone(
+    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8,
+    ...                          num_layers=1, num_heads=2, intermediate_dim=16),
+    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
+    ...                        num_layers=1, num_heads=2, intermediate_dim=16,
+    ...                        embedding_dim=8))
+    >>> out = backbone({"images": keras.ops.zeros((2, 32, 32, 3)),
+    ...                 "token_ids": keras.ops.ones((2, 8), "int32")})
+    >>> out["logits"].shape
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        vision_encoder,
+        text_encoder,
+        logit_scale_init=math.log(10.0),
+        logit_bias_init=-10.0,
+        dtype=None,
+        **kwargs,
+    ):
+        image_dim = vision_encoder.output["pooled_output"].shape[-1]
+        text_dim = text_encoder.output["pooled_output"].shape[-1]
+        if image_dim != text_dim:
+            raise ValueError(
+                f"The image embedding width ({image_dim}) differs from the text "
+                f"embedding width ({text_dim}): set the text encoder's embedding_dim "
+                f"to {image_dim}."
+            )
+        self.vision_encoder = vision_encoder
+        self.text_encoder = text_encoder
+        self.logits_head = SigmoidLogits(logit_scale_init, logit_bias_init, name="logits")
+
+        image_inputs = _fresh_inputs(vision_encoder)
+        if not isinstance(image_inputs, dict):
+            image_inputs = {"images": image_inputs}
+        token_ids = _fresh_inputs(text_encoder)
+        image_embeddings = l2_normalize(
+            vision_encoder(self._image_input(image_inputs))["pooled_output"]
+        )
+        text_embeddings = l2_normalize(text_encoder(token_ids)["pooled_output"])
+        logits = self.logits_head(image_embeddings, text_embeddings)
+        super().__init__(
+            inputs={**image_inputs, "token_ids": token_ids},
+            outputs={
+                "image_embeddings": image_embeddings,
+                "text_embeddings": text_embeddings,
+                "logits": logits,
+            },
+            dtype=dtype,
+            **kwargs,
+        )
+        self.logit_scale_init = logit_scale_init
+        self.logit_bias_init = logit_bias_init
+
+    @property
+    def is_naflex(self):
+        return isinstance(self.vision_encoder, SigLIP2NaFlexVisionEncoder)
+
+    def _image_input(self, inputs):
+        return inputs if self.is_naflex else inputs["images"]
+
+    def encode_images(self, images):
+        """L2-normalised image embeddings (B, E).
+
+        `images`: a (B, H, W, 3) array in [-1, 1] for a fixed-resolution
+        tower; for NaFlex, the dict of `patches`, `patch_coords`, `patch_mask`
+        and `spatial_shapes`.
+        """
+        if self.is_naflex and not isinstance(images, dict):
+            raise ValueError(
+                "This backbone has a NaFlex image tower: pass the dict that "
+                "`NaFlexImageConverter` returns (patches, patch_coords, "
+                "patch_mask, spatial_shapes), not an image array."
+            )
+        if isinstance(images, dict):
+            images = self._image_input(images)
+        return l2_normalize(self.vision_encoder(images)["pooled_output"])
+
+    def encode_text(self, token_ids):
+        """L2-normalised text embeddings (B, E) of `token_ids` (B, L)."""
+        return l2_normalize(self.text_encoder(token_ids)["pooled_output"])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vision_encoder": keras.layers.serialize(self.vision_encoder),
+            "text_encoder": keras.layers.serialize(self.text_encoder),
+            "logit_scale_init": self.logit_scale_init,
+            "logit_bias_init": self.logit_bias_init,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("vision_encoder", "text_encoder"):
+            if isinstance(config[key], dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return super().from_config(config)

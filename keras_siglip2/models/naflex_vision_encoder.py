@@ -1,0 +1,103 @@
+"""The NaFlex SigLIP 2 image tower: native aspect ratio, variable number of patches."""
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_siglip2.layers.map_head import MAPHead
+from keras_siglip2.layers.naflex_position_embedding import NaFlexPositionEmbedding
+from keras_siglip2.layers.transformer import TransformerEncoder
+
+
+@keras.saving.register_keras_serializable(package="keras_siglip2")
+class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
+    """ViT image tower on a padded batch of patch sequences (NaFlex).
+
+    Inputs (a dict, as produced by `NaFlexImageConverter`):
+        patches: (B, N, patch_size² · 3) float, row-major flattened patches in [-1, 1].
+        patch_coords: (B, N, 2) int, (row, col) of each patch in its image's grid.
+        patch_mask: (B, N) int or bool, 1 for real patches, 0 for padding.
+        spatial_shapes: (B, 2) int, (rows, cols) of each image's patch grid.
+
+    Padding tokens are ignored by attention and pooling, so they never change
+    a real token's output. N is static per batch: pad every batch to one
+    maximum number of patches to compile once.
+
+    Output: a dict with `sequence_output` (B, N, hidden_dim) and
+    `pooled_output` (B, hidden_dim).
+
+    Example:
+    >>> encoder = SigLIP2NaFlexVisionEncoder(
+    ...     patch_size=4, hidden_dim=8, num_layers=1, num_heads=2,
+    ...     intermediate_dim=16, position_grid_size=4)
+    >>> out = encoder({
+    ...     "patches": keras.ops.zeros((1, 6, 48)),
+    ...     "patch_coords": keras.ops.array([[[0, 0], [0, 1], [0, 2], [0, 0], [0, 0], [0, 0]]]),
+    ...     "patch_mask": keras.ops.array([[1, 1, 1, 0, 0, 0]]),
+    ...     "spatial_shapes": keras.ops.array([[1, 3]]),
+    ... })
+    >>> out["pooled_output"].shape
+    (1, 8)
+    """
+
+    def __init__(
+        self,
+        patch_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        position_grid_size=16,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
+        self.patch_embedding = keras.layers.Dense(
+            hidden_dim, name="patch_embedding", dtype=dtype
+        )
+        self.position_embedding = NaFlexPositionEmbedding(
+            position_grid_size, hidden_dim, name="position_embedding", dtype=dtype
+        )
+        self.encoder = TransformerEncoder(
+            num_layers, num_heads, intermediate_dim, layer_norm_epsilon,
+            name="encoder", dtype=dtype,
+        )
+        self.head = MAPHead(
+            num_heads, intermediate_dim, layer_norm_epsilon, name="map_head", dtype=dtype
+        )
+
+        inputs = {
+            "patches": keras.Input((None, patch_size * patch_size * 3), name="patches"),
+            "patch_coords": keras.Input((None, 2), dtype="int32", name="patch_coords"),
+            "patch_mask": keras.Input((None,), dtype="int32", name="patch_mask"),
+            "spatial_shapes": keras.Input((2,), dtype="int32", name="spatial_shapes"),
+        }
+        x = self.patch_embedding(inputs["patches"])
+        x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
+        tokens = self.encoder(x, key_mask=inputs["patch_mask"])
+        pooled = self.head(tokens, key_mask=inputs["patch_mask"])
+        super().__init__(
+            inputs=inputs,
+            outputs={"sequence_output": tokens, "pooled_output": pooled},
+            dtype=dtype,
+            **kwargs,
+        )
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.position_grid_size = position_grid_size
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "position_grid_size": self.position_grid_size,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }

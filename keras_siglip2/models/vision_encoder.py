@@ -1,0 +1,90 @@
+"""The fixed-resolution SigLIP 2 image tower: ViT with a MAP head, no class token."""
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_siglip2.layers.map_head import MAPHead
+from keras_siglip2.layers.transformer import TransformerEncoder
+
+
+@keras.saving.register_keras_serializable(package="keras_siglip2")
+class SigLIP2VisionEncoder(keras_hub.models.Backbone):
+    """ViT image tower for square images of `image_size` pixels.
+
+    Input: `images` (B, image_size, image_size, 3) in [-1, 1].
+    Output: a dict with `sequence_output` (B, N, hidden_dim), the encoded
+    patch tokens, and `pooled_output` (B, hidden_dim), the MAP-pooled
+    (unnormalised) image embedding.
+
+    Example:
+    >>> encoder = SigLIP2VisionEncoder(
+    ...     image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
+    ...     num_heads=2, intermediate_dim=16)
+    >>> encoder(keras.ops.zeros((1, 32, 32, 3)))["pooled_output"].shape
+    (1, 8)
+    """
+
+    def __init__(
+        self,
+        image_size,
+        patch_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
+        if image_size % patch_size:
+            raise ValueError(
+                f"image_size={image_size} must be a multiple of patch_size={patch_size}."
+            )
+        num_patches = (image_size // patch_size) ** 2
+        self.patch_embedding = keras.layers.Conv2D(
+            hidden_dim, patch_size, strides=patch_size, padding="valid",
+            name="patch_embedding", dtype=dtype,
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            num_patches, name="position_embedding", dtype=dtype
+        )
+        self.encoder = TransformerEncoder(
+            num_layers, num_heads, intermediate_dim, layer_norm_epsilon,
+            name="encoder", dtype=dtype,
+        )
+        self.head = MAPHead(
+            num_heads, intermediate_dim, layer_norm_epsilon, name="map_head", dtype=dtype
+        )
+
+        images = keras.Input((image_size, image_size, 3), name="images")
+        x = self.patch_embedding(images)
+        x = keras.layers.Reshape((num_patches, hidden_dim), dtype=dtype)(x)
+        x = x + self.position_embedding(x)
+        tokens = self.encoder(x)
+        pooled = self.head(tokens)
+        super().__init__(
+            inputs=images,
+            outputs={"sequence_output": tokens, "pooled_output": pooled},
+            dtype=dtype,
+            **kwargs,
+        )
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
