@@ -1,0 +1,60 @@
+"""Shared test helpers: tiny model configs (every backend, seconds to build)."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_siglip2 import (
+    SigLIP2Backbone,
+    SigLIP2NaFlexVisionEncoder,
+    SigLIP2TextEncoder,
+    SigLIP2VisionEncoder,
+)
+
+TINY_TEXT = dict(
+    vocabulary_size=64, sequence_length=8, hidden_dim=16, num_layers=2,
+    num_heads=2, intermediate_dim=32, embedding_dim=16,
+)
+TINY_VISION = dict(
+    image_size=32, patch_size=8, hidden_dim=16, num_layers=2, num_heads=2,
+    intermediate_dim=32,
+)
+TINY_NAFLEX = dict(
+    patch_size=4, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+    position_grid_size=4,
+)
+
+
+def tiny_backbone(naflex=False, seed=0, dtype=None):
+    keras.utils.set_random_seed(seed)
+    vision = (
+        SigLIP2NaFlexVisionEncoder(**TINY_NAFLEX, dtype=dtype)
+        if naflex
+        else SigLIP2VisionEncoder(**TINY_VISION, dtype=dtype)
+    )
+    return SigLIP2Backbone(vision, SigLIP2TextEncoder(**TINY_TEXT, dtype=dtype), dtype=dtype)
+
+
+def naflex_batch(shapes, max_patches, patch_size=4, seed=0):
+    """A padded NaFlex batch of random patches for images of `shapes` (rows, cols)."""
+    rng = np.random.default_rng(seed)
+    b = len(shapes)
+    batch = {
+        "patches": np.zeros((b, max_patches, patch_size * patch_size * 3), "float32"),
+        "patch_coords": np.zeros((b, max_patches, 2), "int32"),
+        "patch_mask": np.zeros((b, max_patches), "int32"),
+        "spatial_shapes": np.array(shapes, "int32"),
+    }
+    for i, (h, w) in enumerate(shapes):
+        n = h * w
+        batch["patches"][i, :n] = rng.uniform(-1, 1, (n, patch_size * patch_size * 3))
+        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        batch["patch_coords"][i, :n] = np.stack([rows.ravel(), cols.ravel()], -1)
+        batch["patch_mask"][i, :n] = 1
+    return batch
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
