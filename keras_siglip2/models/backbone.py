@@ -7,7 +7,6 @@ import keras_hub
 
 from keras_siglip2.layers.logits import SigmoidLogits, l2_normalize
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
-from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 
 
 def _fresh_inputs(model):
@@ -91,6 +90,27 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         )
         self.logit_scale_init = logit_scale_init
         self.logit_bias_init = logit_bias_init
+
+    @classmethod
+    def from_preset(cls, preset, dtype=None, source=None, load_weights=True, **kwargs):
+        """Loads a released or saved SigLIP 2 checkpoint.
+
+        `preset` is a preset name (see `keras_siglip2.presets.PRESETS`),
+        `hf://owner/name`, `kaggle://...`, a local directory in transformers',
+        keras-hub's or our own format, or a big_vision `.npz` path or URL.
+        `source` ("big_vision", "huggingface", "keras_hub") picks which
+        published copy a preset name loads. With `load_weights=False`, a preset
+        name gives a randomly initialised model of that architecture.
+
+        Example:
+        >>> backbone = SigLIP2Backbone.from_preset(
+        ...     "siglip2_base_patch16_224", load_weights=False)  # doctest: +SKIP
+        """
+        from keras_siglip2.preset_loader import load_backbone
+
+        if kwargs:
+            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
+        return load_backbone(preset, dtype=dtype, source=source, load_weights=load_weights)
 
     @property
     def is_naflex(self):

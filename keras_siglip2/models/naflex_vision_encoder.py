@@ -2,7 +2,6 @@
 
 import keras
 import keras_hub
-from keras import ops
 
 from keras_siglip2.layers.map_head import MAPHead
 from keras_siglip2.layers.naflex_position_embedding import NaFlexPositionEmbedding

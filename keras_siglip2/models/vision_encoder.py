@@ -2,7 +2,6 @@
 
 import keras
 import keras_hub
-from keras import ops
 
 from keras_siglip2.layers.map_head import MAPHead
 from keras_siglip2.layers.transformer import TransformerEncoder
@@ -11,6 +10,9 @@ from keras_siglip2.layers.transformer import TransformerEncoder
 @keras.saving.register_keras_serializable(package="keras_siglip2")
 class SigLIP2VisionEncoder(keras_hub.models.Backbone):
     """ViT image tower for square images of `image_size` pixels.
+
+    The patch grid is `image_size // patch_size` per side; pixels past the last
+    whole patch are not seen (So400m/14 at 384 uses 27×27 patches).
 
     Input: `images` (B, image_size, image_size, 3) in [-1, 1].
     Output: a dict with `sequence_output` (B, N, hidden_dim), the encoded
@@ -37,10 +39,7 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         dtype=None,
         **kwargs,
     ):
-        if image_size % patch_size:
-            raise ValueError(
-                f"image_size={image_size} must be a multiple of patch_size={patch_size}."
-            )
+        # As big_vision's VALID conv: a remainder (384 px at patch 14) is dropped.
         num_patches = (image_size // patch_size) ** 2
         self.patch_embedding = keras.layers.Conv2D(
             hidden_dim, patch_size, strides=patch_size, padding="valid",

@@ -1,0 +1,177 @@
+"""One `from_preset` for every source of SigLIP 2 weights.
+
+A handle is one of: a preset name of ours (`siglip2_base_patch16_224`, see
+`presets/`); `hf://owner/name` (transformers' Siglip/Siglip2 format);
+`kaggle://...` (a keras-hub preset); a local directory in any of those formats
+or saved by `save_to_preset`; a local path or `https://` / `gs://` URL of a
+big_vision `.npz`. The format is detected from the files themselves.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import urllib.parse
+
+import keras
+import keras_hub
+
+from keras_siglip2.converters import big_vision, download, huggingface
+from keras_siglip2.converters import keras_hub as keras_hub_converter
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
+from keras_siglip2.presets import PRESETS
+
+# big_vision's checkpoints ship without a tokenizer; this is the Gemma
+# SentencePiece model its SigLIP 2 demo tokenizes with.
+BIG_VISION_TOKENIZER = "gs://big_vision/gemma_tokenizer.model"
+SOURCES = ("big_vision", "huggingface", "keras_hub")
+_HUGGINGFACE_FILES = (
+    "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.model",
+)
+_REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "www.kaggle.com"}
+
+
+class PresetError(ValueError):
+    """A handle that names no usable SigLIP 2 checkpoint."""
+
+
+def build_backbone(backbone_config, dtype=None):
+    """A randomly initialised backbone from a preset's `backbone` section.
+
+    Example:
+    >>> from keras_siglip2.presets import PRESETS
+    >>> config = PRESETS["siglip2_base_patch16_224"]["backbone"]
+    >>> config["vision_encoder"]["image_size"]
+    224
+    """
+    vision_cls = (
+        SigLIP2NaFlexVisionEncoder if backbone_config["naflex"] else SigLIP2VisionEncoder
+    )
+    return SigLIP2Backbone(
+        vision_cls(**backbone_config["vision_encoder"], dtype=dtype),
+        SigLIP2TextEncoder(**backbone_config["text_encoder"], dtype=dtype),
+        dtype=dtype,
+    )
+
+
+def _check_reachable(handle, timeout=5.0):
+    """Fails fast, naming the handle, where the hub's host cannot be reached."""
+    prefix = next(p for p in _REMOTE_HOSTS if handle.startswith(p))
+    host = _REMOTE_HOSTS[prefix]
+    try:
+        download.resolve_host(host, 443, timeout)
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        raise download.DownloadError(
+            f"Cannot reach {host} to fetch '{handle}' ({e}). If this machine is "
+            "offline, download the checkpoint's files elsewhere (for hf://, the "
+            "repository's config.json, *.safetensors and tokenizer.model; for "
+            "kaggle://, the whole preset directory), copy them here and pass the "
+            "local directory instead of the handle; or convert it once with "
+            "`python -m keras_siglip2 convert HANDLE DIR` on a machine online."
+        ) from e
+
+
+def _fetch_remote(handle):
+    """Downloads an hf:// or kaggle:// checkpoint, returning its local directory."""
+    from keras_hub.src.utils.preset_utils import get_file
+
+    _check_reachable(handle)
+    if handle.startswith("kaggle://"):
+        return pathlib.Path(get_file(handle, "config.json")).parent
+    files = {}
+    for name in _HUGGINGFACE_FILES:
+        try:
+            files[name] = pathlib.Path(get_file(handle, name))
+        except FileNotFoundError:
+            continue
+    if "config.json" not in files:
+        raise PresetError(f"'{handle}' has no config.json: it is not a transformers checkpoint.")
+    index = files.get("model.safetensors.index.json")
+    if index is not None:
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            get_file(handle, shard)
+    return files["config.json"].parent
+
+
+def resolve(handle, source=None):
+    """Returns `(format, local_path)` for `handle`, downloading if needed.
+
+    `format` is one of "keras" (saved by `save_to_preset`), "keras_hub",
+    "huggingface", "big_vision". `source` picks which published copy a preset
+    name loads from (default: big_vision, the authors' own checkpoints).
+    """
+    handle = os.fspath(handle)
+    if handle in PRESETS:
+        sources = PRESETS[handle]["sources"]
+        source = source or "big_vision"
+        if source not in sources:
+            raise PresetError(
+                f"Preset '{handle}' has no '{source}' source; it has {sorted(sources)}."
+            )
+        return resolve(sources[source])
+    if source is not None:
+        raise PresetError("`source` only applies to preset names of ours.")
+    if handle.startswith(tuple(_REMOTE_HOSTS)):
+        return _detect(_fetch_remote(handle), handle)
+    if download.is_url(handle):
+        return "big_vision", download.download(handle)
+    path = pathlib.Path(handle).expanduser()
+    if not path.exists():
+        close = [name for name in PRESETS if name.startswith(handle[:12])][:5]
+        raise PresetError(
+            f"'{handle}' is neither a preset name, an hf:// / kaggle:// handle, a "
+            f"URL nor an existing path. Preset names: {close or sorted(PRESETS)}."
+        )
+    return _detect(path, handle)
+
+
+def _detect(path, handle):
+    if big_vision.is_big_vision_checkpoint(path):
+        return "big_vision", path
+    if huggingface.is_huggingface_checkpoint(path):
+        return "huggingface", path
+    if keras_hub_converter.is_keras_hub_checkpoint(path):
+        return "keras_hub", path
+    config = path / "config.json"
+    if config.is_file() and "SigLIP2Backbone" in config.read_text():
+        return "keras", path
+    raise PresetError(
+        f"'{handle}' is not a SigLIP 2 checkpoint in a known format: expected a "
+        "big_vision .npz, a transformers directory (config.json with model_type "
+        "siglip/siglip2 and model.safetensors), a keras-hub SigLIP preset, or a "
+        "directory written by `save_to_preset`."
+    )
+
+
+def load_backbone(handle, dtype=None, source=None, load_weights=True):
+    """`SigLIP2Backbone.from_preset`: see the module docstring for handles."""
+    if not load_weights:
+        if handle not in PRESETS:
+            raise PresetError(
+                "load_weights=False builds a randomly initialised model and needs "
+                f"a preset name; got '{handle}'."
+            )
+        return build_backbone(PRESETS[handle]["backbone"], dtype=dtype)
+    fmt, path = resolve(handle, source)
+    if fmt == "keras":
+        return keras_hub.models.Backbone.from_preset(str(path), dtype=dtype)
+    converter = {
+        "big_vision": big_vision, "huggingface": huggingface, "keras_hub": keras_hub_converter,
+    }[fmt]
+    return converter.load_backbone(path, dtype=dtype)
+
+
+def tokenizer_proto(handle, source=None):
+    """Local path of the Gemma SentencePiece model that goes with `handle`."""
+    fmt, path = resolve(handle, source)
+    if fmt == "big_vision":
+        return download.download(BIG_VISION_TOKENIZER)
+    if fmt == "keras":
+        proto = path / "assets" / "tokenizer" / "vocabulary.spm"
+        return proto if proto.is_file() else None
+    converter = huggingface if fmt == "huggingface" else keras_hub_converter
+    return converter.tokenizer_proto(path)
