@@ -11,9 +11,7 @@ import json
 import os
 import pathlib
 import socket
-import urllib.parse
 
-import keras
 import keras_hub
 
 from keras_siglip2.converters import big_vision, download, huggingface
@@ -31,7 +29,7 @@ SOURCES = ("big_vision", "huggingface", "keras_hub")
 _HUGGINGFACE_FILES = (
     "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.model",
 )
-_REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "www.kaggle.com"}
+_REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
 
 
 class PresetError(ValueError):
@@ -159,6 +157,10 @@ def load_backbone(handle, dtype=None, source=None, load_weights=True):
     fmt, path = resolve(handle, source)
     if fmt == "keras":
         return keras_hub.models.Backbone.from_preset(str(path), dtype=dtype)
+    if fmt == "big_vision" and handle in PRESETS:
+        # The weights alone cannot tell 384 px at patch 14 from 378 px.
+        image_size = PRESETS[handle]["backbone"]["vision_encoder"].get("image_size")
+        return big_vision.load_backbone(path, dtype=dtype, image_size=image_size)
     converter = {
         "big_vision": big_vision, "huggingface": huggingface, "keras_hub": keras_hub_converter,
     }[fmt]

@@ -1,6 +1,5 @@
 """The two towers and the backbone: shapes, NaFlex padding, jit, dtypes, serialization."""
 
-import json
 import os
 import pathlib
 import subprocess

@@ -1,6 +1,5 @@
 """Preset data: every released checkpoint, its architecture and its parameter count."""
 
-import numpy as np
 import pytest
 
 from conftest import TINY_NAFLEX, TINY_TEXT, TINY_VISION, tiny_backbone

@@ -1,0 +1,429 @@
+"""Loading the authors' big_vision `.npz` SigLIP 2 checkpoints into Keras.
+
+The architecture is read off the tensor shapes, so any released size (B, L,
+So400m, g-opt; fixed resolution or NaFlex) loads without a config. Every
+tensor must be used and every Keras weight set, or `WeightLoadingError` says
+which ones did not match.
+"""
+
+import math
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from keras_siglip2.converters.download import download, is_url
+from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
+
+_PREFIX = "params/"
+
+
+class _NpzCheckpoint(Mapping):
+    """Read-only view of an `.npz`: names without the `params/` prefix → arrays.
+
+    Shapes come from the `.npy` headers, so inferring the architecture reads no
+    data; an array is read from the file each time it is indexed. Object
+    (pickled) arrays are refused before anything is loaded.
+    """
+
+    def __init__(self, source, name):
+        self.name = name
+        try:
+            self._npz = np.load(source, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            # np.load reads a file that is neither .npy nor zip as a pickle,
+            # and refuses: say what the file is not, rather than "pickle".
+            raise WeightLoadingError(f"{name} is not a readable .npz file: {e}") from e
+        if not isinstance(self._npz, np.lib.npyio.NpzFile):
+            raise WeightLoadingError(f"{name} holds a single array, not a checkpoint.")
+        self.shapes = {}
+        for member in self._npz.zip.namelist():
+            if not member.endswith(".npy"):
+                continue
+            shape, dtype = self._header(member)
+            if dtype.hasobject:
+                raise WeightLoadingError(
+                    f"{name}: '{member[:-4]}' is an object array, which only pickle "
+                    "can read; refusing to unpickle (it can run arbitrary code). A "
+                    "big_vision checkpoint holds numeric arrays only."
+                )
+            self.shapes[member[:-4]] = shape
+        if self.shapes and all(k.startswith(_PREFIX) for k in self.shapes):
+            self._prefix = _PREFIX
+            self.shapes = {k[len(_PREFIX):]: s for k, s in self.shapes.items()}
+        else:
+            self._prefix = ""
+
+    def _header(self, member):
+        with self._npz.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise WeightLoadingError(
+                    f"{self.name}: '{member}' uses .npy format {version}, not 1.0/2.0."
+                )
+        return tuple(shape), dtype
+
+    def __getitem__(self, key):
+        if key not in self.shapes:
+            raise KeyError(key)
+        array = self._npz[self._prefix + key]
+        if array.dtype.type is np.void and array.dtype.itemsize == 2:
+            # np.save writes bfloat16 as raw 2-byte voids (as big_vision's
+            # recover_dtype notes); reinterpret the bits.
+            import ml_dtypes
+
+            array = array.view(ml_dtypes.bfloat16)
+        return array
+
+    def __contains__(self, key):  # Mapping's default would read the array.
+        return key in self.shapes
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def close(self):
+        self._npz.close()
+
+
+def is_big_vision_checkpoint(path):
+    """Whether `path` is a big_vision SigLIP `.npz` (a local file or a URL).
+
+    A local file is recognised by its tensor names (`img/embedding/kernel` or
+    `txt/Embed_0/embedding`, with or without the `params/` prefix), read from
+    the zip directory only. A URL is taken on its `.npz` suffix.
+
+    Example:
+    >>> is_big_vision_checkpoint("gs://big_vision/siglip2/siglip2_b16_224.npz")
+    True
+    >>> is_big_vision_checkpoint("/nonexistent.npz")
+    False
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    path = os.fspath(path)
+    if is_url(path):
+        return path.lower().endswith(".npz")
+    if not (path.lower().endswith(".npz") and os.path.isfile(path)):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    names |= {n[len(_PREFIX):] for n in names if n.startswith(_PREFIX)}
+    return bool(names & {"img/embedding/kernel", "txt/Embed_0/embedding"})
+
+
+# ---------------------------------------------------------------------------
+# Architecture inference.
+
+
+def _need(shapes, key, ndim, source):
+    if key not in shapes:
+        raise WeightLoadingError(
+            f"{source}: tensor '{key}' is missing, so this is not a complete "
+            "big_vision SigLIP two-tower checkpoint."
+        )
+    shape = shapes[key]
+    if len(shape) not in ndim:
+        raise WeightLoadingError(
+            f"{source}: '{key}' has shape {shape}, expected {'/'.join(map(str, ndim))} axes."
+        )
+    return shape
+
+
+def _encoder_layout(shapes, root, source):
+    """(depth, scanned, heads, mlp_dim) of the transformer under `root`."""
+    scan_key = f"{root}/encoderblock/LayerNorm_0/scale"
+    pattern = re.compile(rf"{re.escape(root)}/encoderblock_(\d+)/")
+    indices = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
+    scanned = scan_key in shapes
+    if scanned and indices:
+        raise WeightLoadingError(
+            f"{source}: '{root}' holds both a scan-stacked 'encoderblock' and "
+            f"numbered 'encoderblock_i' blocks."
+        )
+    if scanned:
+        depth = shapes[scan_key][0]
+        block = f"{root}/encoderblock"
+    elif indices:
+        depth = max(indices) + 1
+        if indices != set(range(depth)):
+            missing = sorted(set(range(depth)) - indices)
+            raise WeightLoadingError(
+                f"{source}: '{root}' lacks blocks {missing} of encoderblock_0..{depth - 1}."
+            )
+        block = f"{root}/encoderblock_0"
+    else:
+        raise WeightLoadingError(f"{source}: no transformer blocks found under '{root}'.")
+    lead = 1 if scanned else 0
+    query = _need(
+        shapes, f"{block}/MultiHeadDotProductAttention_0/query/kernel", (3 + lead,), source
+    )
+    mlp = _need(shapes, f"{block}/MlpBlock_0/Dense_0/kernel", (2 + lead,), source)
+    return depth, scanned, query[lead + 1], mlp[-1]
+
+
+def _image_size_from_name(name, grid, patch_size):
+    # A So400m/14 checkpoint for 384 px has a 27×27 grid (378 px): the VALID
+    # conv drops the remaining pixels, so 384 px images must go in. The grid
+    # cannot tell 378 from 384; the released file name (…_384.npz) can.
+    stem = os.path.splitext(os.path.basename(name or ""))[0]
+    for size in map(int, re.findall(r"[_-](\d+)(?![^_-])", stem)):
+        if size // patch_size == grid:
+            return size
+    return grid * patch_size
+
+
+def infer_config(shapes, source="checkpoint", image_size=None):
+    """Model sizes of a big_vision two-tower checkpoint, from its tensor shapes.
+
+    Args:
+        shapes: mapping of tensor name (without the `params/` prefix) → shape.
+        source: name used in error messages (and, for the fixed-resolution
+            image size, searched for a resolution such as `_384`).
+        image_size: overrides the inferred image size (fixed resolution only).
+
+    Returns:
+        A dict with `naflex`, `vision` (kwargs for the image tower), `text`
+        (kwargs for `SigLIP2TextEncoder`) and `scanned` ({"img": bool, "txt": bool}).
+
+    Example:
+    >>> cfg = infer_config({
+    ...     "img/embedding/kernel": (16, 16, 3, 768), "img/pos_embedding": (1, 256, 768),
+    ...     "img/Transformer/encoderblock/LayerNorm_0/scale": (12, 768),
+    ...     "img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel":
+    ...         (12, 768, 12, 64),
+    ...     "img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel": (12, 768, 3072),
+    ...     "txt/Embed_0/embedding": (256000, 768), "txt/pos_embedding": (1, 64, 768),
+    ...     "txt/head/kernel": (768, 768),
+    ...     "txt/Encoder_0/encoderblock/LayerNorm_0/scale": (12, 768),
+    ...     "txt/Encoder_0/encoderblock/MultiHeadDotProductAttention_0/query/kernel":
+    ...         (12, 768, 12, 64),
+    ...     "txt/Encoder_0/encoderblock/MlpBlock_0/Dense_0/kernel": (12, 768, 3072)})
+    >>> cfg["naflex"], cfg["vision"]["image_size"], cfg["vision"]["num_layers"]
+    (False, 256, 12)
+    """
+    kernel = _need(shapes, "img/embedding/kernel", (2, 4), source)
+    pos = _need(shapes, "img/pos_embedding", (3,), source)
+    width = kernel[-1]
+    depth, img_scanned, heads, mlp = _encoder_layout(shapes, "img/Transformer", source)
+    vision = dict(hidden_dim=width, num_layers=depth, num_heads=heads, intermediate_dim=mlp)
+    naflex = len(kernel) == 2
+    if naflex:
+        patch_size = math.isqrt(kernel[0] // 3)
+        if patch_size**2 * 3 != kernel[0] or pos[0] != pos[1]:
+            raise WeightLoadingError(
+                f"{source}: NaFlex embedding kernel {kernel} is not (P·P·3, D) or "
+                f"position grid {pos} is not (G, G, D)."
+            )
+        vision.update(patch_size=patch_size, position_grid_size=pos[0])
+    else:
+        grid = math.isqrt(pos[1])
+        if pos[0] != 1 or grid * grid != pos[1] or kernel[0] != kernel[1] or kernel[2] != 3:
+            raise WeightLoadingError(
+                f"{source}: expected a (P, P, 3, D) embedding kernel and a (1, G², D) "
+                f"position embedding, got {kernel} and {pos}."
+            )
+        patch_size = kernel[0]
+        if image_size is None:
+            image_size = _image_size_from_name(source, grid, patch_size)
+        elif image_size // patch_size != grid:
+            raise ValueError(
+                f"image_size={image_size} gives a {image_size // patch_size}² patch grid, "
+                f"but the checkpoint's position embedding is {grid}²."
+            )
+        vision.update(image_size=image_size, patch_size=patch_size)
+
+    vocab, text_width = _need(shapes, "txt/Embed_0/embedding", (2,), source)
+    text_pos = _need(shapes, "txt/pos_embedding", (3,), source)
+    head = _need(shapes, "txt/head/kernel", (2,), source)
+    t_depth, txt_scanned, t_heads, t_mlp = _encoder_layout(shapes, "txt/Encoder_0", source)
+    text = dict(
+        vocabulary_size=vocab, sequence_length=text_pos[1], hidden_dim=text_width,
+        num_layers=t_depth, num_heads=t_heads, intermediate_dim=t_mlp,
+        embedding_dim=head[1],
+    )
+    return dict(
+        naflex=naflex, vision=vision, text=text,
+        scanned={"img": img_scanned, "txt": txt_scanned},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Name mapping: (big_vision sub-name, Keras variable, transform or None).
+
+
+def _heads_in(x):  # q/k/v kernel (D, H, hd) → (D, H·hd); bias (H, hd) → (H·hd,)
+    return x.reshape(x.shape[0], -1) if x.ndim == 3 else x.reshape(-1)
+
+
+def _heads_out(x):  # out kernel (H, hd, D) → (H·hd, D)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _layer_norm(name, norm):
+    return [(f"{name}/scale", norm.gamma, None), (f"{name}/bias", norm.beta, None)]
+
+
+def _dense(name, dense, kernel_fn=None, bias_fn=None):
+    return [(f"{name}/kernel", dense.kernel, kernel_fn), (f"{name}/bias", dense.bias, bias_fn)]
+
+
+def _attention(name, attention):
+    return [
+        *_dense(f"{name}/query", attention.query_dense, _heads_in, _heads_in),
+        *_dense(f"{name}/key", attention.key_dense, _heads_in, _heads_in),
+        *_dense(f"{name}/value", attention.value_dense, _heads_in, _heads_in),
+        *_dense(f"{name}/out", attention.out_dense, _heads_out),
+    ]
+
+
+def _mlp(name, mlp):
+    return [*_dense(f"{name}/Dense_0", mlp.fc1), *_dense(f"{name}/Dense_1", mlp.fc2)]
+
+
+def _block(block):
+    return [
+        *_layer_norm("LayerNorm_0", block.norm1),
+        *_attention("MultiHeadDotProductAttention_0", block.attention),
+        *_layer_norm("LayerNorm_1", block.norm2),
+        *_mlp("MlpBlock_0", block.mlp),
+    ]
+
+
+def _table(layer):
+    # keras_hub's PositionEmbedding, NaFlexPositionEmbedding and Embedding
+    # each hold a single table (under different attribute names).
+    (variable,) = layer.weights
+    return variable
+
+
+def _put(loader, variable, value, fn):
+    loader.assign(variable, fn(value) if fn else value)
+
+
+def _load_encoder(loader, root, encoder, scanned):
+    per_block = [_block(b) for b in encoder.blocks]
+    if scanned:
+        # Read each stacked tensor once and hand out its slices.
+        for j, (name, _, fn) in enumerate(per_block[0]):
+            stacked = loader.take(f"{root}/encoderblock/{name}")
+            if stacked.shape[0] != len(per_block):
+                raise WeightLoadingError(
+                    f"{loader.source_name}: '{root}/encoderblock/{name}' stacks "
+                    f"{stacked.shape[0]} blocks, expected {len(per_block)}."
+                )
+            for i, params in enumerate(per_block):
+                _put(loader, params[j][1], stacked[i], fn)
+    else:
+        for i, params in enumerate(per_block):
+            for name, variable, fn in params:
+                _put(loader, variable, loader.take(f"{root}/encoderblock_{i}/{name}"), fn)
+    for name, variable, fn in _layer_norm(f"{root}/encoder_norm", encoder.final_norm):
+        _put(loader, variable, loader.take(name), fn)
+
+
+def _load_vision(loader, vision, naflex, scanned):
+    _put(loader, vision.patch_embedding.kernel, loader.take("img/embedding/kernel"), None)
+    _put(loader, vision.patch_embedding.bias, loader.take("img/embedding/bias"), None)
+    pos = loader.take("img/pos_embedding")
+    _put(loader, _table(vision.position_embedding), pos if naflex else pos[0], None)
+    _load_encoder(loader, "img/Transformer", vision.encoder, scanned)
+    head = vision.head
+    _put(loader, head.probe, loader.take("img/MAPHead_0/probe"), None)
+    for name, variable, fn in [
+        *_attention("img/MAPHead_0/MultiHeadDotProductAttention_0", head.attention),
+        *_layer_norm("img/MAPHead_0/LayerNorm_0", head.norm),
+        *_mlp("img/MAPHead_0/MlpBlock_0", head.mlp),
+    ]:
+        _put(loader, variable, loader.take(name), fn)
+
+
+def _load_text(loader, text, scanned):
+    _put(loader, _table(text.token_embedding), loader.take("txt/Embed_0/embedding"), None)
+    pos = loader.take("txt/pos_embedding")[0]
+    if "txt/Encoder_0/pos_embedding" in loader.tensors:
+        # Some older text towers add a second position embedding inside the
+        # encoder; big_vision's text_transformer.load sums the two.
+        pos = pos + loader.take("txt/Encoder_0/pos_embedding")[0]
+    _put(loader, _table(text.position_embedding), pos, None)
+    _load_encoder(loader, "txt/Encoder_0", text.encoder, scanned)
+    _put(loader, text.head.kernel, loader.take("txt/head/kernel"), None)
+    _put(loader, text.head.bias, loader.take("txt/head/bias"), None)
+
+
+def load_backbone(path_or_file, dtype=None, image_size=None):
+    """Builds a `SigLIP2Backbone` from a big_vision two-tower `.npz` checkpoint.
+
+    Sizes are inferred from the tensor shapes; both the numbered
+    (`encoderblock_{i}`) and the scan-stacked (`encoderblock`) layouts load,
+    with or without the `params/` prefix. `t` (big_vision's log-temperature)
+    becomes `logits/logit_scale` and `b` `logits/logit_bias`.
+
+    Args:
+        path_or_file: a local `.npz` path, an open binary file, or a URL
+            (`https://…` or `gs://big_vision/…`), downloaded once into
+            `$KERAS_SIGLIP2_CACHE` (default `~/.cache/keras_siglip2`).
+        dtype: dtype policy of the model (e.g. `"bfloat16"`); default Keras's.
+        image_size: fixed-resolution image size. By default the grid times the
+            patch size, or the resolution in the file name when the patch size
+            does not divide it (So400m/14 at 384 px has a 27×27 grid).
+
+    Raises:
+        WeightLoadingError: a tensor is missing, unused, misshapen or pickled.
+        DownloadError: a URL could not be fetched.
+
+    Example:
+    >>> backbone = load_backbone("gs://big_vision/siglip2/siglip2_b16_256.npz")  # doctest: +SKIP
+    >>> backbone.vision_encoder.image_size  # doctest: +SKIP
+    256
+    """
+    from keras_siglip2.models import (
+        SigLIP2Backbone,
+        SigLIP2NaFlexVisionEncoder,
+        SigLIP2TextEncoder,
+        SigLIP2VisionEncoder,
+    )
+
+    if isinstance(path_or_file, (str, os.PathLike)):
+        path_or_file = os.fspath(path_or_file)
+        if is_url(path_or_file):
+            path_or_file = str(download(path_or_file))
+        name = path_or_file
+    else:
+        name = getattr(path_or_file, "name", None) or "big_vision checkpoint"
+    checkpoint = _NpzCheckpoint(path_or_file, name)
+    try:
+        config = infer_config(checkpoint.shapes, name, image_size)
+        vision_cls = SigLIP2NaFlexVisionEncoder if config["naflex"] else SigLIP2VisionEncoder
+        backbone = SigLIP2Backbone(
+            vision_cls(**config["vision"], dtype=dtype),
+            SigLIP2TextEncoder(**config["text"], dtype=dtype),
+            dtype=dtype,
+        )
+        loader = WeightLoader(checkpoint, name)
+        _load_vision(
+            loader, backbone.vision_encoder, config["naflex"], config["scanned"]["img"]
+        )
+        _load_text(loader, backbone.text_encoder, config["scanned"]["txt"])
+        for key, variable in (
+            ("t", backbone.logits_head.logit_scale),
+            ("b", backbone.logits_head.logit_bias),
+        ):
+            _put(loader, variable, loader.take(key).reshape(()), None)
+        loader.finish(backbone)
+    finally:
+        checkpoint.close()
+    return backbone

@@ -1,0 +1,133 @@
+"""Fetching checkpoint files by URL into a local cache, with a fast offline failure."""
+
+import os
+import pathlib
+import socket
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+CACHE_ENV_VAR = "KERAS_SIGLIP2_CACHE"
+_CHUNK = 1 << 20
+
+
+class DownloadError(OSError):
+    """A remote checkpoint could not be fetched."""
+
+
+def is_url(path):
+    """Whether `path` names a remote file (`http(s)://` or `gs://`).
+
+    >>> is_url("gs://big_vision/siglip2/siglip2_b16_224.npz"), is_url("/tmp/x.npz")
+    (True, False)
+    """
+    return isinstance(path, str) and path.startswith(("http://", "https://", "gs://"))
+
+
+def to_https(url):
+    """Maps `gs://bucket/object` to its public HTTPS address; other URLs unchanged.
+
+    >>> to_https("gs://big_vision/siglip2/siglip2_b16_224.npz")
+    'https://storage.googleapis.com/big_vision/siglip2/siglip2_b16_224.npz'
+    """
+    if url.startswith("gs://"):
+        return "https://storage.googleapis.com/" + url[len("gs://"):]
+    return url
+
+
+def cache_dir():
+    """`$KERAS_SIGLIP2_CACHE`, else `~/.cache/keras_siglip2`."""
+    return pathlib.Path(
+        os.environ.get(CACHE_ENV_VAR) or pathlib.Path.home() / ".cache" / "keras_siglip2"
+    )
+
+
+def cached_path(url, cache=None):
+    """Where `download(url)` keeps the file: `<cache>/<host>/<path of the URL>`.
+
+    >>> import pathlib
+    >>> cached_path("gs://big_vision/siglip2/a.npz", cache="/c").as_posix()
+    '/c/storage.googleapis.com/big_vision/siglip2/a.npz'
+    """
+    parts = urllib.parse.urlsplit(to_https(url))
+    relative = [p for p in parts.path.split("/") if p not in ("", ".", "..")]
+    if not parts.hostname or not relative:
+        raise ValueError(f"Cannot derive a file name from the URL {url!r}.")
+    return pathlib.Path(cache if cache is not None else cache_dir(), parts.hostname, *relative)
+
+
+def resolve_host(host, port, timeout):
+    """Resolves `host`, raising `OSError` after `timeout` s (getaddrinfo has no timeout)."""
+    # getaddrinfo ignores socket timeouts; on a machine with a stalled resolver
+    # it can block for a minute, so it runs in a thread we stop waiting for.
+    result = {}
+
+    def resolve():
+        try:
+            result["ok"] = socket.getaddrinfo(host, port)
+        except OSError as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise OSError(f"resolving {host!r} took more than {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+
+
+def download(url, cache=None, timeout=10.0):
+    """Returns a local path to the file at `url`, downloading it once into the cache.
+
+    `gs://` URLs are read over HTTPS from storage.googleapis.com (public
+    buckets only). The file is written to a temporary name and renamed when
+    complete, so an interrupted download never leaves a truncated file behind.
+    Without network access this fails within about `timeout` seconds with a
+    `DownloadError` that says where to put a copy fetched elsewhere.
+
+    Args:
+        url: `https://...`, `http://...` or `gs://bucket/...`.
+        cache: cache folder; default `$KERAS_SIGLIP2_CACHE` or `~/.cache/keras_siglip2`.
+        timeout: seconds allowed for resolving, connecting and each read.
+
+    Example:
+    >>> path = download("gs://big_vision/siglip2/siglip2_b16_224.npz")  # doctest: +SKIP
+    >>> path.name  # doctest: +SKIP
+    'siglip2_b16_224.npz'
+    """
+    https_url = to_https(url)
+    target = cached_path(url, cache)
+    if target.is_file():
+        return target
+    parts = urllib.parse.urlsplit(https_url)
+    try:
+        resolve_host(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(https_url, timeout=timeout) as response:
+            expected = response.headers.get("Content-Length")
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            try:
+                written = 0
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+                if expected is not None and written != int(expected):
+                    raise OSError(f"received {written} of {expected} bytes")
+                os.replace(tmp_name, target)
+            except BaseException:
+                pathlib.Path(tmp_name).unlink(missing_ok=True)
+                raise
+    except (OSError, urllib.error.URLError, ValueError) as e:
+        raise DownloadError(
+            f"Could not download {https_url}: {e}. If this machine is offline, "
+            f"download the file elsewhere (e.g. `curl -O {https_url}`), copy it "
+            f"here and pass its local path instead of the URL, or put it at "
+            f"{target} (the cache folder is set by ${CACHE_ENV_VAR})."
+        ) from e
+    return target
