@@ -20,19 +20,21 @@ def _presets(args):
 
 
 def _convert(args):
+    import pathlib
+    import shutil
+
     from keras_siglip2.preset_loader import load_backbone, tokenizer_proto
-    from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
     backbone = load_backbone(args.source, source=args.from_source)
     backbone.save_to_preset(args.destination)
     proto = tokenizer_proto(args.source, source=args.from_source)
     if proto is None:
-        print(f"note: {args.source} holds no tokenizer; none was saved.", file=sys.stderr)
+        print(f"note: {args.source} holds no tokenizer vocabulary.", file=sys.stderr)
     else:
-        tokenizer = SigLIP2Tokenizer(
-            proto=str(proto), sequence_length=backbone.text_encoder.sequence_length
-        )
-        tokenizer.save_to_preset(args.destination)
+        # keras-hub's place for a SentencePiece vocabulary in a preset.
+        assets = pathlib.Path(args.destination, "assets", "tokenizer")
+        assets.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(proto, assets / "vocabulary.spm")
     print(f"saved {backbone.count_params():,} weights to {args.destination}")
 
 
