@@ -58,3 +58,27 @@ def naflex_batch(shapes, max_patches, patch_size=4, seed=0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def value_and_grad(fn, *args):
+    """(fn(*args), d fn / d args) as numpy, with the current backend's autodiff."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        args = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            value = fn(*args)
+        grads = tape.gradient(value, args)
+    else:
+        import torch
+
+        args = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+        value = fn(*args)
+        grads = torch.autograd.grad(value, args)
+    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]

@@ -147,7 +147,8 @@ def test_reduced_precision_keeps_softmax_norm_and_logits_in_float32(policy):
     assert dtype(out["image_embeddings"].dtype) == "float32"
     assert all(dtype(v.dtype) == "float32" for v in low.logits_head.weights)
     variable_dtypes = {dtype(v.dtype) for v in low.weights}
-    assert variable_dtypes == ({"float32"} if policy == "mixed_bfloat16" else {"float32", "bfloat16"})
+    want = {"float32"} if policy == "mixed_bfloat16" else {"float32", "bfloat16"}
+    assert variable_dtypes == want
     for key in ("image_embeddings", "text_embeddings"):
         np.testing.assert_allclose(_np(out[key]), _np(ref_out[key]), atol=0.05)
 
@@ -183,7 +184,8 @@ for naflex in (False, True):
     inputs = {{k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}}
     out = backbone(inputs)
     for key in ("image_embeddings", "text_embeddings"):
-        diff = np.abs(keras.ops.convert_to_numpy(out[key]) - data[str(naflex) + "/out/" + key]).max()
+        want = data[str(naflex) + "/out/" + key]
+        diff = np.abs(keras.ops.convert_to_numpy(out[key]) - want).max()
         print(keras.config.backend(), naflex, key, diff)
         assert diff <= 1e-5, diff
 """

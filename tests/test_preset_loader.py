@@ -45,7 +45,8 @@ def test_save_to_preset_round_trip(tmp_path):
     # keras-hub's own loader finds our class too.
     import keras_hub
 
-    assert isinstance(keras_hub.models.Backbone.from_preset(str(tmp_path / "preset")), SigLIP2Backbone)
+    loaded = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
+    assert isinstance(loaded, SigLIP2Backbone)
 
 
 def test_unknown_directory_is_a_clear_error(tmp_path):

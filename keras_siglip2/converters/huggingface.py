@@ -124,7 +124,7 @@ class _SafetensorsTensors:
         self._dtype_of = {}
         for filename in files:
             with safe_open(filename, framework="np") as f:
-                for key in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                for key in f.keys():  # a safe_open handle, not a dict
                     if key in self._file_of:
                         raise WeightLoadingError(
                             f"Tensor '{key}' appears in both {self._file_of[key]} "
