@@ -71,16 +71,8 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
             "patch_mask": keras.Input((None,), dtype="int32", name="patch_mask"),
             "spatial_shapes": keras.Input((2,), dtype="int32", name="spatial_shapes"),
         }
-        x = self.patch_embedding(inputs["patches"])
-        x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
-        tokens = self.encoder(x, key_mask=inputs["patch_mask"])
-        pooled = self.head(tokens, key_mask=inputs["patch_mask"])
-        super().__init__(
-            inputs=inputs,
-            outputs={"sequence_output": tokens, "pooled_output": pooled},
-            dtype=dtype,
-            **kwargs,
-        )
+        outputs = self.encode(*self.embed(inputs))
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -88,6 +80,17 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
         self.intermediate_dim = intermediate_dim
         self.position_grid_size = position_grid_size
         self.layer_norm_epsilon = layer_norm_epsilon
+
+    def embed(self, inputs):
+        """(tokens, key_mask): position-embedded patch tokens (B, N, D) and `patch_mask`."""
+        x = self.patch_embedding(inputs["patches"])
+        x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
+        return x, inputs["patch_mask"]
+
+    def encode(self, tokens, key_mask=None):
+        """The encoder and MAP head on embedded tokens (e.g. with some masked)."""
+        tokens = self.encoder(tokens, key_mask=key_mask)
+        return {"sequence_output": tokens, "pooled_output": self.head(tokens, key_mask=key_mask)}
 
     def get_config(self):
         return {

@@ -2,6 +2,7 @@
 
 import keras
 import keras_hub
+from keras import ops
 
 from keras_siglip2.layers.map_head import MAPHead
 from keras_siglip2.layers.transformer import TransformerEncoder
@@ -57,17 +58,8 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         )
 
         images = keras.Input((image_size, image_size, 3), name="images")
-        x = self.patch_embedding(images)
-        x = keras.layers.Reshape((num_patches, hidden_dim), dtype=dtype)(x)
-        x = x + self.position_embedding(x)
-        tokens = self.encoder(x)
-        pooled = self.head(tokens)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": tokens, "pooled_output": pooled},
-            dtype=dtype,
-            **kwargs,
-        )
+        outputs = self.encode(*self.embed(images))
+        super().__init__(inputs=images, outputs=outputs, dtype=dtype, **kwargs)
         self.image_size = image_size
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
@@ -75,6 +67,17 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.layer_norm_epsilon = layer_norm_epsilon
+
+    def embed(self, images):
+        """(tokens, key_mask): position-embedded patch tokens (B, N, D), no mask."""
+        x = self.patch_embedding(images)
+        x = ops.reshape(x, (-1, x.shape[1] * x.shape[2], x.shape[3]))
+        return x + self.position_embedding(x), None
+
+    def encode(self, tokens, key_mask=None):
+        """The encoder and MAP head on embedded tokens (e.g. with some masked)."""
+        tokens = self.encoder(tokens, key_mask=key_mask)
+        return {"sequence_output": tokens, "pooled_output": self.head(tokens, key_mask=key_mask)}
 
     def get_config(self):
         return {
