@@ -20,10 +20,8 @@ def _presets(args):
 
 
 def _convert(args):
-    import pathlib
-    import shutil
-
     from keras_siglip2.preset_loader import load_backbone, tokenizer_proto
+    from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
     backbone = load_backbone(args.source, source=args.from_source)
     backbone.save_to_preset(args.destination)
@@ -31,10 +29,7 @@ def _convert(args):
     if proto is None:
         print(f"note: {args.source} holds no tokenizer vocabulary.", file=sys.stderr)
     else:
-        # keras-hub's place for a SentencePiece vocabulary in a preset.
-        assets = pathlib.Path(args.destination, "assets", "tokenizer")
-        assets.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(proto, assets / "vocabulary.spm")
+        SigLIP2Tokenizer(proto=str(proto)).save_to_preset(args.destination)
     print(f"saved {backbone.count_params():,} weights to {args.destination}")
 
 

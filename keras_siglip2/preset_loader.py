@@ -177,3 +177,55 @@ def tokenizer_proto(handle, source=None):
         return proto if proto.is_file() else None
     converter = huggingface if fmt == "huggingface" else keras_hub_converter
     return converter.tokenizer_proto(path)
+
+
+# The released NaFlex checkpoints' default sequence length.
+NAFLEX_DEFAULT_PATCHES = 256
+
+
+def _vision_image_config(naflex, vision):
+    if naflex:
+        return {"patch_size": vision["patch_size"], "max_num_patches": NAFLEX_DEFAULT_PATCHES}
+    return {"image_size": vision["image_size"]}
+
+
+def image_config(handle, source=None):
+    """The image pipeline for `handle`'s checkpoint, read without loading weights.
+
+    Returns `{"image_size": S}` (fixed resolution, big_vision's resize) or
+    `{"patch_size": P, "max_num_patches": N}` (NaFlex; N from the
+    checkpoint's image-processor config where it has one, else 256).
+    """
+    handle = os.fspath(handle)
+    if handle in PRESETS:
+        return dict(PRESETS[handle]["image"])
+    fmt, path = resolve(handle, source)
+    if fmt == "huggingface":
+        config = json.loads((path / "config.json").read_text())
+        vision = config.get("vision_config", {})
+        if config.get("model_type") != "siglip2":
+            return {"image_size": vision.get("image_size", 224)}
+        processor = path / "preprocessor_config.json"
+        processor = json.loads(processor.read_text()) if processor.is_file() else {}
+        return {
+            "patch_size": processor.get("patch_size", vision.get("patch_size", 16)),
+            "max_num_patches": processor.get("max_num_patches", NAFLEX_DEFAULT_PATCHES),
+        }
+    if fmt == "keras_hub":
+        size = (keras_hub_converter.image_config(path).get("image_size") or [None])[0]
+        if size is None:  # no image converter saved: the tower's input size
+            size = json.loads((path / "config.json").read_text())["config"]["vision_encoder"][
+                "config"]["image_shape"][0]
+        return {"image_size": int(size)}
+    if fmt == "keras":
+        config = json.loads((path / "config.json").read_text())["config"]
+        vision = config["vision_encoder"]
+        return _vision_image_config(
+            "NaFlex" in vision["class_name"], vision["config"]
+        )
+    checkpoint = big_vision.NpzCheckpoint(path, str(handle))
+    try:
+        inferred = big_vision.infer_config(checkpoint.shapes, str(handle))
+    finally:
+        checkpoint.close()
+    return _vision_image_config(inferred["naflex"], inferred["vision"])

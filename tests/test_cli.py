@@ -1,5 +1,6 @@
 """The command line: `presets` and `convert`."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import numpy as np
 import keras
 
 from conftest import tiny_backbone
-from keras_siglip2 import SigLIP2Backbone
+from spm_model import train_tiny_spm
+from keras_siglip2 import SigLIP2Backbone, SigLIP2Tokenizer
 from keras_siglip2.__main__ import main
 from keras_siglip2.param_count import count_params
 from keras_siglip2.presets import PRESETS
@@ -25,8 +27,9 @@ def test_presets_lists_every_checkpoint(capsys):
 def test_convert_writes_a_preset_that_loads_offline(tmp_path):
     source = tiny_backbone(naflex=False, seed=11)
     source.save_to_preset(tmp_path / "src")
+    proto = pathlib.Path(train_tiny_spm(tmp_path / "spm")).read_bytes()
     (tmp_path / "src" / "assets" / "tokenizer").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "src" / "assets" / "tokenizer" / "vocabulary.spm").write_bytes(b"spm")
+    (tmp_path / "src" / "assets" / "tokenizer" / "vocabulary.spm").write_bytes(proto)
     main(["convert", str(tmp_path / "src"), str(tmp_path / "dst")])
     converted = SigLIP2Backbone.from_preset(str(tmp_path / "dst"))
     inputs = {
@@ -38,7 +41,11 @@ def test_convert_writes_a_preset_that_loads_offline(tmp_path):
         keras.ops.convert_to_numpy(source(inputs)["logits"]),
         atol=1e-6,
     )
-    assert (tmp_path / "dst" / "assets" / "tokenizer" / "vocabulary.spm").read_bytes() == b"spm"
+    assert (tmp_path / "dst" / "assets" / "tokenizer" / "vocabulary.spm").read_bytes() == proto
+    tokenizer = SigLIP2Tokenizer.from_preset(str(tmp_path / "dst"))
+    reference = SigLIP2Tokenizer(proto=proto)
+    text = ["A photo of a Cat."]
+    np.testing.assert_array_equal(tokenizer(text), reference(text))
 
 
 def test_bad_arguments_give_one_line_errors(tmp_path):

@@ -21,6 +21,7 @@ from conftest import naflex_batch
 from keras_siglip2.converters import big_vision
 from keras_siglip2.converters.download import DownloadError, cached_path, download
 from keras_siglip2.converters.weight_loader import WeightLoadingError
+from keras_siglip2.preset_loader import image_config
 
 IMG = dict(width=16, depth=2, heads=4, mlp=24)
 TXT = dict(width=12, depth=3, heads=3, mlp=20, vocab=50, length=7)
@@ -263,6 +264,11 @@ def test_matches_big_vision_reference(tmp_path, naflex, scan, prefix):
     assert big_vision.is_big_vision_checkpoint(path)
     backbone = big_vision.load_backbone(path)
     assert backbone.is_naflex == naflex
+    vision_config = backbone.vision_encoder.get_config()
+    assert image_config(str(path)) == (
+        {"patch_size": vision_config["patch_size"], "max_num_patches": 256} if naflex
+        else {"image_size": vision_config["image_size"]}
+    )
     vision, text = backbone.vision_encoder, backbone.text_encoder
     assert (vision.hidden_dim, vision.num_layers, vision.num_heads, vision.intermediate_dim) == (
         IMG["width"], IMG["depth"], IMG["heads"], IMG["mlp"]

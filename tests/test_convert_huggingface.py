@@ -318,3 +318,18 @@ def test_sparse_config_and_prefixed_keys(checkpoints, loaded, tmp_path):
     save_file({f"siglip.{k}": v for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
     for a, b in zip(_weights(load_backbone(tmp_path)), _weights(loaded["fixed"])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_image_converters_from_transformers_directories(checkpoints):
+    from keras_siglip2 import NaFlexImageConverter, SigLIP2ImageConverter
+
+    fixed = SigLIP2ImageConverter.from_preset(str(checkpoints["fixed"][1]))
+    assert fixed.image_size == (checkpoints["fixed"][0].config.vision_config.image_size,) * 2
+    naflex_dir = checkpoints["naflex"][1]
+    (naflex_dir / "preprocessor_config.json").write_text(
+        json.dumps({"patch_size": 4, "max_num_patches": 24})
+    )
+    naflex = NaFlexImageConverter.from_preset(str(naflex_dir))
+    assert (naflex.patch_size, naflex.max_num_patches) == (4, 24)
+    with pytest.raises(ValueError, match="NaFlexImageConverter"):
+        SigLIP2ImageConverter.from_preset(str(naflex_dir))

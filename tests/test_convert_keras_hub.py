@@ -16,6 +16,7 @@ from conftest import tiny_backbone
 from keras_siglip2.converters import keras_hub as kh_converter
 from keras_siglip2.converters.keras_hub import KerasHubConversionError
 from keras_siglip2.converters.weight_loader import WeightLoadingError
+from keras_siglip2.preset_loader import image_config
 
 # Tiny keras-hub SigLIP; "gelu_approximate" is what keras-hub's siglip2 presets use.
 VISION = {
@@ -221,6 +222,9 @@ def test_tokenizer_and_image_converter(preset, tmp_path):
     assert kh_converter.tokenizer_proto(path) is None
     assert kh_converter.tokenizer_class(path) is None
     assert kh_converter.image_config(path) == {}
+    vision_size = json.loads((path / "config.json").read_text())["config"]["vision_encoder"][
+        "config"]["image_shape"][0]
+    assert image_config(str(path)) == {"image_size": vision_size}
 
     # As keras-hub's conversion script saves siglip2 presets.
     proto = _tiny_spm()
@@ -245,6 +249,7 @@ def test_tokenizer_and_image_converter(preset, tmp_path):
     np.testing.assert_allclose(config["scale"], [2 / 255] * 3)
     np.testing.assert_allclose(config["offset"], [-1.0] * 3)
     np.testing.assert_allclose(config["value_range"], (-1.0, 1.0))
+    assert image_config(str(path)) == {"image_size": 32}
 
     # Only a preprocessor.json: the converter nested in it is read.
     image_converter = json.loads((path / "image_converter.json").read_text())

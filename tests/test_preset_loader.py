@@ -10,7 +10,7 @@ import keras
 from conftest import tiny_backbone
 from keras_siglip2 import SigLIP2Backbone
 from keras_siglip2.converters.download import DownloadError
-from keras_siglip2.preset_loader import PresetError, resolve
+from keras_siglip2.preset_loader import PresetError, image_config, resolve
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,9 @@ def test_save_to_preset_round_trip(tmp_path):
 
     loaded = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
     assert isinstance(loaded, SigLIP2Backbone)
+    assert image_config(tmp_path / "preset") == {"patch_size": 4, "max_num_patches": 256}
+    tiny_backbone().save_to_preset(tmp_path / "fixed")
+    assert image_config(tmp_path / "fixed") == {"image_size": 32}
 
 
 def test_unknown_directory_is_a_clear_error(tmp_path):

@@ -20,7 +20,7 @@ from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingEr
 _PREFIX = "params/"
 
 
-class _NpzCheckpoint(Mapping):
+class NpzCheckpoint(Mapping):
     """Read-only view of an `.npz`: names without the `params/` prefix → arrays.
 
     Shapes come from the `.npy` headers, so inferring the architecture reads no
@@ -404,7 +404,7 @@ def load_backbone(path_or_file, dtype=None, image_size=None):
         name = path_or_file
     else:
         name = getattr(path_or_file, "name", None) or "big_vision checkpoint"
-    checkpoint = _NpzCheckpoint(path_or_file, name)
+    checkpoint = NpzCheckpoint(path_or_file, name)
     try:
         config = infer_config(checkpoint.shapes, name, image_size)
         vision_cls = SigLIP2NaFlexVisionEncoder if config["naflex"] else SigLIP2VisionEncoder

@@ -6,3 +6,4 @@ from keras_siglip2.layers.naflex_position_embedding import (
     antialiased_bilinear_weights,
 )
 from keras_siglip2.layers.transformer import MlpBlock, TransformerBlock, TransformerEncoder
+from keras_siglip2.layers.dino_head import DINOHead

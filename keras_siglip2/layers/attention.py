@@ -40,10 +40,12 @@ class MultiHeadAttention(keras.layers.Layer):
             layer.build(value_shape if name in ("key", "value") else query_shape)
             setattr(self, f"{name}_dense", layer)
 
-    def call(self, query, value=None, key_mask=None):
+    def call(self, query, value=None, key_mask=None, attention_mask=None):
         """Attends from `query` (B, Tq, D) to `value` (B, Tk, D), default self.
 
-        `key_mask` (B, Tk): truthy for keys that may be attended to.
+        `key_mask` (B, Tk): truthy for keys that may be attended to;
+        `attention_mask` (B, Tq, Tk): truthy where query q may attend to key k
+        (e.g. causal); both may be given.
         """
         value = query if value is None else value
         split = lambda x: ops.reshape(  # noqa: E731
@@ -55,8 +57,13 @@ class MultiHeadAttention(keras.layers.Layer):
         k = split(self.key_dense(value))
         v = split(self.value_dense(value))
         scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", q, k), "float32")
+        keep = None
         if key_mask is not None:
             keep = ops.cast(key_mask, "bool")[:, None, None, :]
+        if attention_mask is not None:
+            full = ops.cast(attention_mask, "bool")[:, None, :, :]
+            keep = full if keep is None else ops.logical_and(keep, full)
+        if keep is not None:
             scores = ops.where(keep, scores, _MASK_VALUE)
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         out = ops.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -4,6 +4,7 @@ import keras
 import keras_hub
 
 from keras_siglip2.layers.map_head import MAPHead
+from keras_siglip2.losses.masked_prediction import apply_token_mask
 from keras_siglip2.layers.naflex_position_embedding import NaFlexPositionEmbedding
 from keras_siglip2.layers.transformer import TransformerEncoder
 
@@ -81,9 +82,15 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
         self.position_grid_size = position_grid_size
         self.layer_norm_epsilon = layer_norm_epsilon
 
-    def embed(self, inputs):
-        """(tokens, key_mask): position-embedded patch tokens (B, N, D) and `patch_mask`."""
+    def embed(self, inputs, token_mask=None, mask_token=None):
+        """(tokens, key_mask): position-embedded patch tokens (B, N, D) and `patch_mask`.
+
+        Patches where `token_mask` (B, N) is 1 are replaced by `mask_token`
+        (D,) before the position embedding is added (masked prediction).
+        """
         x = self.patch_embedding(inputs["patches"])
+        if token_mask is not None:
+            x = apply_token_mask(x, token_mask, mask_token)
         x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
         return x, inputs["patch_mask"]
 

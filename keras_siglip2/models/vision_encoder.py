@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from keras_siglip2.layers.map_head import MAPHead
+from keras_siglip2.losses.masked_prediction import apply_token_mask
 from keras_siglip2.layers.transformer import TransformerEncoder
 
 
@@ -68,10 +69,16 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         self.intermediate_dim = intermediate_dim
         self.layer_norm_epsilon = layer_norm_epsilon
 
-    def embed(self, images):
-        """(tokens, key_mask): position-embedded patch tokens (B, N, D), no mask."""
+    def embed(self, images, token_mask=None, mask_token=None):
+        """(tokens, key_mask): position-embedded patch tokens (B, N, D), no key mask.
+
+        Patches where `token_mask` (B, N) is 1 are replaced by `mask_token`
+        (D,) before the position embedding is added (masked prediction).
+        """
         x = self.patch_embedding(images)
         x = ops.reshape(x, (-1, x.shape[1] * x.shape[2], x.shape[3]))
+        if token_mask is not None:
+            x = apply_token_mask(x, token_mask, mask_token)
         return x + self.position_embedding(x), None
 
     def encode(self, tokens, key_mask=None):

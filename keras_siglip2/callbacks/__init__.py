@@ -1,0 +1,5 @@
+"""Training callbacks for the SigLIP 2 recipe."""
+
+from keras_siglip2.callbacks.auxiliary_loss_schedule import AuxiliaryLossSchedule
+from keras_siglip2.callbacks.ema_teacher import EMATeacher
+from keras_siglip2.callbacks.terminate_on_nan import TerminateOnNaN

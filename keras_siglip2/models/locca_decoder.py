@@ -1,0 +1,166 @@
+"""LocCa-style text decoder of SigLIP 2: cross-attends to the image tower's un-pooled tokens.
+
+Trained on captioning, referring-expression (box) prediction and grounded captioning, half of
+the examples autoregressively (causal self-attention, teacher forcing) and half in parallel
+from [MASK] inputs (bidirectional self-attention) as in CapPa; `keras_siglip2.locca_targets`
+builds the inputs, `keras_siglip2.losses.captioning` the loss.
+"""
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_siglip2.layers.attention import MultiHeadAttention
+from keras_siglip2.layers.transformer import MlpBlock
+
+
+def _layer_norm(epsilon, name, dtype):
+    return keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_siglip2")
+class LocCaDecoderBlock(keras.layers.Layer):
+    """Pre-LN decoder block: x + SelfAttn(LN(x)); x + CrossAttn(LN(x), image); x + MLP(LN(x)).
+
+    Example:
+    >>> block = LocCaDecoderBlock(num_heads=2, intermediate_dim=16)
+    >>> tuple(block(keras.ops.ones((1, 3, 8)), keras.ops.ones((1, 5, 8))).shape)
+    (1, 3, 8)
+    """
+
+    def __init__(self, num_heads, intermediate_dim, layer_norm_epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.intermediate_dim = num_heads, intermediate_dim
+        self.layer_norm_epsilon = layer_norm_epsilon
+        dtype = self.dtype_policy
+        self.norm1 = _layer_norm(layer_norm_epsilon, "norm1", dtype)
+        self.self_attention = MultiHeadAttention(
+            num_heads, name="self_attention", dtype=dtype
+        )
+        self.norm2 = _layer_norm(layer_norm_epsilon, "norm2", dtype)
+        self.cross_attention = MultiHeadAttention(num_heads, name="cross_attention", dtype=dtype)
+        self.norm3 = _layer_norm(layer_norm_epsilon, "norm3", dtype)
+        self.mlp = MlpBlock(intermediate_dim, name="mlp", dtype=dtype)
+
+    def build(self, x_shape, image_tokens_shape):
+        for layer in (self.norm1, self.self_attention, self.norm2, self.norm3, self.mlp):
+            layer.build(x_shape)
+        self.cross_attention.build(x_shape, image_tokens_shape)
+
+    def call(self, x, image_tokens, image_mask=None, attention_mask=None):
+        x = x + self.self_attention(self.norm1(x), attention_mask=attention_mask)
+        x = x + self.cross_attention(self.norm2(x), image_tokens, key_mask=image_mask)
+        return x + self.mlp(self.norm3(x))
+
+    def compute_output_shape(self, x_shape, image_tokens_shape):
+        return x_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_siglip2")
+class LocCaDecoder(keras.layers.Layer):
+    """Transformer decoder over image tokens, returning float32 logits (B, T, vocabulary_size).
+
+    Token + learned position embedding → `num_layers` × `LocCaDecoderBlock` → LayerNorm →
+    Dense to the vocabulary. Image tokens wider or narrower than `hidden_dim` go through a
+    Dense projection (`image_projection`, created in `build` only when the widths differ), so
+    the decoder can be narrower than the image tower. Attention softmaxes run in float32 and
+    the logits come out in float32 under any dtype policy (e.g. "mixed_bfloat16"). Unlike
+    big_vision's CapPa decoder, attention projections have biases (as in our towers) and the
+    logits Dense has Keras's default (not zero) initialisation.
+
+    Call args:
+        token_ids: (B, T) int, T ≤ `sequence_length`.
+        image_tokens: (B, N, Di) un-pooled image-tower outputs.
+        image_mask: optional (B, N), truthy for real (non-padding) image tokens (NaFlex).
+        causal: optional (B,) bool/int; 1 = causal self-attention, 0 = bidirectional
+            (parallel prediction from [MASK] inputs). None = all causal.
+
+    Example:
+    >>> decoder = LocCaDecoder(vocabulary_size=50, sequence_length=8, hidden_dim=16,
+    ...     num_layers=1, num_heads=2, intermediate_dim=32)
+    >>> logits = decoder(keras.ops.ones((2, 8), "int32"), keras.ops.ones((2, 4, 24)),
+    ...     causal=keras.ops.array([1, 0]))
+    >>> tuple(logits.shape), keras.backend.standardize_dtype(logits.dtype)
+    ((2, 8, 50), 'float32')
+    """
+
+    def __init__(
+        self, vocabulary_size, sequence_length, hidden_dim, num_layers, num_heads,
+        intermediate_dim, layer_norm_epsilon=1e-6, dtype=None, **kwargs,
+    ):
+        super().__init__(dtype=dtype, **kwargs)
+        self.vocabulary_size, self.sequence_length = vocabulary_size, sequence_length
+        self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
+        self.intermediate_dim, self.layer_norm_epsilon = intermediate_dim, layer_norm_epsilon
+        dtype = self.dtype_policy
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size, hidden_dim, name="token_embedding", dtype=dtype,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length, name="position_embedding", dtype=dtype
+        )
+        self.blocks = [
+            LocCaDecoderBlock(
+                num_heads, intermediate_dim, layer_norm_epsilon, name=f"block_{i}", dtype=dtype
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = _layer_norm(layer_norm_epsilon, "final_norm", dtype)
+        self.logits_dense = keras.layers.Dense(vocabulary_size, name="logits", dtype=dtype)
+        self.image_projection = None
+
+    def build(self, token_ids_shape, image_tokens_shape):
+        x_shape = (*token_ids_shape, self.hidden_dim)
+        self.token_embedding.build(token_ids_shape)
+        self.position_embedding.build(x_shape)
+        image_shape = image_tokens_shape
+        if image_tokens_shape[-1] != self.hidden_dim:
+            self.image_projection = keras.layers.Dense(
+                self.hidden_dim, name="image_projection", dtype=self.dtype_policy
+            )
+            self.image_projection.build(image_tokens_shape)
+            image_shape = (*image_tokens_shape[:-1], self.hidden_dim)
+        for block in self.blocks:
+            block.build(x_shape, image_shape)
+        self.final_norm.build(x_shape)
+        self.logits_dense.build(x_shape)
+
+    def call(self, token_ids, image_tokens, image_mask=None, causal=None):
+        x = self.token_embedding(token_ids)
+        x = x + self.position_embedding(x)
+        if self.image_projection is not None:
+            image_tokens = self.image_projection(image_tokens)
+        length = ops.shape(token_ids)[1]
+        lower = ops.cast(ops.tril(ops.ones((length, length), "int32")), "bool")[None]
+        if causal is None:
+            attention_mask = lower
+        else:  # Bidirectional rows are all True.
+            bidirectional = ops.logical_not(ops.cast(causal, "bool"))[:, None, None]
+            attention_mask = ops.logical_or(lower, bidirectional)
+        for block in self.blocks:
+            x = block(x, image_tokens, image_mask=image_mask, attention_mask=attention_mask)
+        return ops.cast(self.logits_dense(self.final_norm(x)), "float32")
+
+    def compute_output_shape(self, token_ids_shape, image_tokens_shape):
+        return (*token_ids_shape, self.vocabulary_size)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
