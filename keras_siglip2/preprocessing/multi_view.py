@@ -33,18 +33,25 @@ class LocalViews(keras.layers.Layer):
         self._allow_non_tensor_positional_args = True
         self.built = True
 
-    def call(self, image, seed):
+    def crops(self, image, seed):
+        """The `num_views` random crops of `image` (H, W, C), before conversion."""
         import tensorflow as tf
 
         image = tf.convert_to_tensor(image)
-        views = []
+        crops = []
         for i in range(self.num_views):
             begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
                 tf.shape(image), tf.zeros((1, 0, 4)), seed=tf.stack([seed[0], seed[1] + i]),
                 min_object_covered=0.0, aspect_ratio_range=self.ratio,
                 area_range=self.scale, use_image_if_no_bounding_boxes=True,
             )
-            views.append(self.image_converter(tf.slice(image, begin, size)))
+            crops.append(tf.slice(image, begin, size))
+        return crops
+
+    def call(self, image, seed):
+        import tensorflow as tf
+
+        views = [self.image_converter(crop) for crop in self.crops(image, seed)]
         return tf.nest.map_structure(lambda *v: tf.stack(v), *views)
 
     def get_config(self):
