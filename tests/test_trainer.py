@@ -179,3 +179,30 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert len(straight) == len(resumed)
     for want, got in zip(straight, resumed):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_fit_on_batches_of_several_naflex_lengths_then_a_fixed_variant():
+    import tensorflow as tf
+
+    from keras_siglip2.preprocessing import naflex_multi_length_batches
+    from keras_siglip2.weight_resize import resize_backbone
+
+    rng = np.random.default_rng(0)
+    examples = tf.data.Dataset.from_tensor_slices({
+        "image": rng.integers(0, 256, (8, 12, 20, 3)).astype("uint8"),
+        "token_ids": rng.integers(2, 64, (8, 8)).astype("int32"),
+    })
+    batches = naflex_multi_length_batches(examples, 4, [8, 16], batch_size=2, seed=0)
+    assert {int(b["patches"].shape[1]) for b in batches} == {8, 16}
+    trainer = SigLIP2Trainer(tiny_backbone(naflex=True))
+    trainer.compile(optimizer="adam")
+    history = trainer.fit(batches, epochs=1, verbose=0)
+    assert np.isfinite(history.history["sigmoid_loss"][0])
+    # Fine-tune a fixed-resolution variant branched off the NaFlex model.
+    fixed = resize_backbone(trainer.backbone, image_size=16, patch_size=4)
+    assert not fixed.is_naflex
+    images = {"images": rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32"),
+              "token_ids": rng.integers(2, 64, (2, 8)).astype("int32")}
+    fixed_trainer = SigLIP2Trainer(fixed)
+    fixed_trainer.compile(optimizer="adam")
+    assert np.isfinite(fixed_trainer.fit(images, batch_size=2, verbose=0).history["loss"][0])

@@ -121,6 +121,11 @@ class SigLIP2Trainer(keras.Model):
         self.loss_chunk_size = loss_chunk_size
         self.seed = seed
 
+        if decoder is not None and not decoder.built:
+            decoder.build(
+                (None, decoder.sequence_length),
+                (None, None, backbone.vision_encoder.hidden_dim),
+            )
         self.terms = ["sigmoid_loss"]
         if decoder is not None:
             self.terms.append("locca_loss")
