@@ -61,12 +61,15 @@ def rng():
 
 
 def value_and_grad(fn, *args):
-    """(fn(*args), d fn / d args) as numpy, with the current backend's autodiff."""
+    """(fn(*args), d fn / d args) as numpy with the backend's autodiff (jitted on JAX).
+
+    Arguments the value does not depend on get zero gradients.
+    """
     backend = keras.config.backend()
     if backend == "jax":
         import jax
 
-        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+        value, grads = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -80,5 +83,8 @@ def value_and_grad(fn, *args):
 
         args = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
         value = fn(*args)
-        grads = torch.autograd.grad(value, args)
-    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]
+        grads = torch.autograd.grad(value, args, allow_unused=True)
+    return keras.ops.convert_to_numpy(value), [
+        np.zeros(a.shape) if g is None else keras.ops.convert_to_numpy(g)
+        for a, g in zip(args, grads)
+    ]

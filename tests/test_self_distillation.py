@@ -8,6 +8,7 @@ import pytest
 import keras
 from keras import ops
 
+from conftest import value_and_grad
 from keras_siglip2.layers.dino_head import DINOHead
 from keras_siglip2.losses.masked_prediction import (
     apply_token_mask,
@@ -27,32 +28,6 @@ def _softmax(x):
 
 def _logits(shape, seed, scale=1.0):
     return (scale * np.random.default_rng(seed).normal(size=shape)).astype("float32")
-
-
-def _value_and_grads(fn, *args):
-    """(fn(*args), d fn / d args) as numpy (jitted on JAX); unreached arguments get zeros."""
-    if BACKEND == "jax":
-        import jax
-
-        value, grads = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
-    elif BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        args = [tf.convert_to_tensor(a) for a in args]
-        with tf.GradientTape() as tape:
-            tape.watch(args)
-            value = fn(*args)
-        grads = tape.gradient(value, args)
-    else:
-        import torch
-
-        args = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
-        value = fn(*args)
-        grads = torch.autograd.grad(value, args, allow_unused=True)
-    zeros = [np.zeros(a.shape) for a in args]
-    return ops.convert_to_numpy(value), [
-        z if g is None else ops.convert_to_numpy(g) for z, g in zip(zeros, grads)
-    ]
 
 
 def _numpy_distillation(s, t, c):
@@ -86,7 +61,7 @@ def test_self_distillation_matches_the_formula_value_and_gradient():
     s, t = _logits((4, 6, 5), 0), _logits((4, 2, 5), 1)
     c = _logits((5,), 2, 0.1)
     want, want_grad = _numpy_distillation(s, t, c)
-    value, (grad,) = _value_and_grads(lambda x: self_distillation_loss(x, t, c), s)
+    value, (grad,) = value_and_grad(lambda x: self_distillation_loss(x, t, c), s)
     assert value.shape == () and value.dtype == np.float32
     np.testing.assert_allclose(value, want, rtol=1e-5)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
@@ -103,7 +78,7 @@ def test_masked_prediction_matches_the_formula_value_and_gradient():
     # Counts 3, 1, 0 (left out of the mean) and 6.
     m = np.array([[1, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 1], [0] * 6, [1] * 6], "int32")
     want, want_grad = _numpy_masked(s, t, m, c)
-    value, (grad,) = _value_and_grads(lambda x: masked_prediction_loss(x, t, m, c), s)
+    value, (grad,) = value_and_grad(lambda x: masked_prediction_loss(x, t, m, c), s)
     assert value.shape == () and value.dtype == np.float32
     np.testing.assert_allclose(value, want, rtol=1e-5)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
@@ -112,7 +87,7 @@ def test_masked_prediction_matches_the_formula_value_and_gradient():
 
 def test_no_masked_patch_gives_zero_loss_and_finite_gradient():
     s, t = _logits((4, 6, 5), 6), _logits((4, 6, 5), 7)
-    value, (grad,) = _value_and_grads(
+    value, (grad,) = value_and_grad(
         lambda x: masked_prediction_loss(x, t, np.zeros((4, 6), "int32"), np.zeros(5, "float32")),
         s,
     )
@@ -127,7 +102,7 @@ def test_teacher_and_center_get_no_gradient(which):
         fn = lambda x, y, z: self_distillation_loss(x, y, z)  # noqa: E731
     else:
         fn = lambda x, y, z: masked_prediction_loss(x, y, m, z)  # noqa: E731
-    _, (g_s, g_t, g_c) = _value_and_grads(fn, s, t, c)
+    _, (g_s, g_t, g_c) = value_and_grad(fn, s, t, c)
     assert np.abs(g_s).max() > 1e-3
     assert np.all(g_t == 0) and np.all(g_c == 0)
 

@@ -5,7 +5,7 @@ import keras
 from keras_siglip2.layers.attention import MultiHeadAttention
 
 
-def _layer_norm(epsilon, name, dtype):
+def layer_norm(epsilon, name, dtype):
     return keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
 
 
@@ -53,9 +53,9 @@ class TransformerBlock(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim
         self.layer_norm_epsilon = layer_norm_epsilon
         dtype = self.dtype_policy
-        self.norm1 = _layer_norm(layer_norm_epsilon, "norm1", dtype)
+        self.norm1 = layer_norm(layer_norm_epsilon, "norm1", dtype)
         self.attention = MultiHeadAttention(num_heads, name="attention", dtype=dtype)
-        self.norm2 = _layer_norm(layer_norm_epsilon, "norm2", dtype)
+        self.norm2 = layer_norm(layer_norm_epsilon, "norm2", dtype)
         self.mlp = MlpBlock(intermediate_dim, name="mlp", dtype=dtype)
 
     def build(self, input_shape):
@@ -106,7 +106,7 @@ class TransformerEncoder(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.final_norm = _layer_norm(layer_norm_epsilon, "final_norm", self.dtype_policy)
+        self.final_norm = layer_norm(layer_norm_epsilon, "final_norm", self.dtype_policy)
 
     def build(self, input_shape):
         for layer in (*self.blocks, self.final_norm):

@@ -11,11 +11,7 @@ import keras_hub
 from keras import ops
 
 from keras_siglip2.layers.attention import MultiHeadAttention
-from keras_siglip2.layers.transformer import MlpBlock
-
-
-def _layer_norm(epsilon, name, dtype):
-    return keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
+from keras_siglip2.layers.transformer import MlpBlock, layer_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
@@ -33,13 +29,13 @@ class LocCaDecoderBlock(keras.layers.Layer):
         self.num_heads, self.intermediate_dim = num_heads, intermediate_dim
         self.layer_norm_epsilon = layer_norm_epsilon
         dtype = self.dtype_policy
-        self.norm1 = _layer_norm(layer_norm_epsilon, "norm1", dtype)
+        self.norm1 = layer_norm(layer_norm_epsilon, "norm1", dtype)
         self.self_attention = MultiHeadAttention(
             num_heads, name="self_attention", dtype=dtype
         )
-        self.norm2 = _layer_norm(layer_norm_epsilon, "norm2", dtype)
+        self.norm2 = layer_norm(layer_norm_epsilon, "norm2", dtype)
         self.cross_attention = MultiHeadAttention(num_heads, name="cross_attention", dtype=dtype)
-        self.norm3 = _layer_norm(layer_norm_epsilon, "norm3", dtype)
+        self.norm3 = layer_norm(layer_norm_epsilon, "norm3", dtype)
         self.mlp = MlpBlock(intermediate_dim, name="mlp", dtype=dtype)
 
     def build(self, x_shape, image_tokens_shape):
@@ -114,7 +110,7 @@ class LocCaDecoder(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.final_norm = _layer_norm(layer_norm_epsilon, "final_norm", dtype)
+        self.final_norm = layer_norm(layer_norm_epsilon, "final_norm", dtype)
         self.logits_dense = keras.layers.Dense(vocabulary_size, name="logits", dtype=dtype)
         self.image_projection = None
 
