@@ -209,7 +209,7 @@ def test_config_and_presets():
     assert bigger.max_num_patches == 1024
     with pytest.raises(ValueError, match="SigLIP2ImageConverter.from_preset"):
         NaFlexImageConverter.from_preset("siglip2_base_patch16_224")
-    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+    with pytest.raises(ValueError, match="'nope' is neither a preset name"):
         NaFlexImageConverter.from_preset("nope")
     with pytest.raises(ValueError, match="must be >= 1"):
         NaFlexImageConverter(16, 0)
