@@ -206,3 +206,12 @@ def test_fit_on_batches_of_several_naflex_lengths_then_a_fixed_variant():
     fixed_trainer = SigLIP2Trainer(fixed)
     fixed_trainer.compile(optimizer="adam")
     assert np.isfinite(fixed_trainer.fit(images, batch_size=2, verbose=0).history["loss"][0])
+
+
+def test_config_round_trip():
+    trainer = _trainer(loss_weights={"locca_loss": 0.5}, loss_chunk_size=2)
+    restored = SigLIP2Trainer.from_config(trainer.get_config())
+    assert restored.terms == trainer.terms
+    assert restored.loss_weights == trainer.loss_weights
+    assert restored.loss_chunk_size == 2 and restored.distillation_dim == 8
+    assert [tuple(v.shape) for v in restored.weights] == [tuple(v.shape) for v in trainer.weights]
