@@ -78,9 +78,9 @@ def resize_position_embedding(pos_emb, new_grid):
 
     Example:
     >>> table = np.random.default_rng(0).normal(size=(1, 16 * 16, 8))
-    >>> resize_position_embedding(table, 24).shape
+    >>> tuple(resize_position_embedding(table, 24).shape)
     (1, 576, 8)
-    >>> resize_position_embedding(np.zeros((16, 16, 8)), (12, 20)).shape
+    >>> tuple(resize_position_embedding(np.zeros((16, 16, 8)), (12, 20)).shape)
     (12, 20, 8)
     """
     pos_emb = _numpy(pos_emb)
@@ -133,9 +133,9 @@ def resize_patch_embedding(kernel, new_patch_size, channels=3, antialias=False):
 
     Example:
     >>> kernel = np.random.default_rng(0).normal(size=(16, 16, 3, 8))
-    >>> resize_patch_embedding(kernel, 32).shape
+    >>> tuple(resize_patch_embedding(kernel, 32).shape)
     (32, 32, 3, 8)
-    >>> resize_patch_embedding(np.zeros((16 * 16 * 3, 8)), 14).shape
+    >>> tuple(resize_patch_embedding(np.zeros((16 * 16 * 3, 8)), 14).shape)
     (588, 8)
     """
     kernel = _numpy(kernel)
@@ -206,7 +206,7 @@ def resize_backbone(backbone, image_size=None, patch_size=None):
     ...                        num_layers=1, num_heads=2, intermediate_dim=16,
     ...                        embedding_dim=8))
     >>> bigger = resize_backbone(backbone, image_size=64)
-    >>> bigger.vision_encoder.position_embedding.weights[0].shape
+    >>> tuple(bigger.vision_encoder.position_embedding.weights[0].shape)
     (16, 8)
     """
     from keras_siglip2.models import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder

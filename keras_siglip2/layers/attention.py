@@ -19,7 +19,7 @@ class MultiHeadAttention(keras.layers.Layer):
     Example:
     >>> layer = MultiHeadAttention(num_heads=2)
     >>> x = keras.random.normal((1, 5, 8))
-    >>> layer(x, key_mask=keras.ops.array([[1, 1, 1, 0, 0]])).shape
+    >>> tuple(layer(x, key_mask=keras.ops.array([[1, 1, 1, 0, 0]])).shape)
     (1, 5, 8)
     """
 

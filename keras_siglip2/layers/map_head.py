@@ -13,7 +13,7 @@ class MAPHead(keras.layers.Layer):
 
     Example:
     >>> head = MAPHead(num_heads=2, intermediate_dim=16)
-    >>> head(keras.ops.ones((2, 5, 8))).shape
+    >>> tuple(head(keras.ops.ones((2, 5, 8))).shape)
     (2, 8)
     """
 

@@ -44,7 +44,7 @@ class NaFlexPositionEmbedding(keras.layers.Layer):
     Example:
     >>> layer = NaFlexPositionEmbedding(grid_size=4, hidden_dim=8)
     >>> coords = keras.ops.array([[[0, 0], [0, 1], [1, 0], [1, 1]]])
-    >>> layer(coords, keras.ops.array([[2, 2]])).shape
+    >>> tuple(layer(coords, keras.ops.array([[2, 2]])).shape)
     (1, 4, 8)
     """
 

@@ -14,7 +14,7 @@ class MlpBlock(keras.layers.Layer):
     """Dense → tanh-approximate GELU → Dense back to the input width.
 
     Example:
-    >>> MlpBlock(intermediate_dim=16)(keras.ops.ones((1, 3, 8))).shape
+    >>> tuple(MlpBlock(intermediate_dim=16)(keras.ops.ones((1, 3, 8))).shape)
     (1, 3, 8)
     """
 
@@ -43,7 +43,7 @@ class TransformerBlock(keras.layers.Layer):
 
     Example:
     >>> block = TransformerBlock(num_heads=2, intermediate_dim=16)
-    >>> block(keras.ops.ones((1, 3, 8))).shape
+    >>> tuple(block(keras.ops.ones((1, 3, 8))).shape)
     (1, 3, 8)
     """
 
@@ -84,7 +84,7 @@ class TransformerEncoder(keras.layers.Layer):
 
     Example:
     >>> encoder = TransformerEncoder(num_layers=2, num_heads=2, intermediate_dim=16)
-    >>> encoder(keras.ops.ones((1, 3, 8))).shape
+    >>> tuple(encoder(keras.ops.ones((1, 3, 8))).shape)
     (1, 3, 8)
     """
 

@@ -44,7 +44,7 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
     ...                        embedding_dim=8))
     >>> out = backbone({"images": keras.ops.zeros((2, 32, 32, 3)),
     ...                 "token_ids": keras.ops.ones((2, 8), "int32")})
-    >>> out["logits"].shape
+    >>> tuple(out["logits"].shape)
     (2, 2)
     """
 

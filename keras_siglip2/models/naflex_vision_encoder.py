@@ -36,7 +36,7 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
     ...     "patch_mask": keras.ops.array([[1, 1, 1, 0, 0, 0]]),
     ...     "spatial_shapes": keras.ops.array([[1, 3]]),
     ... })
-    >>> out["pooled_output"].shape
+    >>> tuple(out["pooled_output"].shape)
     (1, 8)
     """
 

@@ -21,7 +21,7 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
     >>> encoder = SigLIP2TextEncoder(
     ...     vocabulary_size=32, sequence_length=8, hidden_dim=8, num_layers=1,
     ...     num_heads=2, intermediate_dim=16, embedding_dim=4)
-    >>> encoder(keras.ops.ones((2, 8), "int32"))["pooled_output"].shape
+    >>> tuple(encoder(keras.ops.ones((2, 8), "int32"))["pooled_output"].shape)
     (2, 4)
     """
 

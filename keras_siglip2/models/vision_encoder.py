@@ -25,7 +25,7 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
     >>> encoder = SigLIP2VisionEncoder(
     ...     image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
     ...     num_heads=2, intermediate_dim=16)
-    >>> encoder(keras.ops.zeros((1, 32, 32, 3)))["pooled_output"].shape
+    >>> tuple(encoder(keras.ops.zeros((1, 32, 32, 3)))["pooled_output"].shape)
     (1, 8)
     """
 

@@ -77,7 +77,7 @@ class SigLIP2ImageConverter(keras_hub.layers.ImageConverter):
 
     Example:
     >>> converter = SigLIP2ImageConverter(image_size=224)
-    >>> converter(np.full((300, 500, 3), 255, "uint8")).shape
+    >>> tuple(converter(np.full((300, 500, 3), 255, "uint8")).shape)
     (224, 224, 3)
     >>> float(converter([np.zeros((7, 9), "uint8")]).min())
     -1.0

@@ -31,7 +31,7 @@ def load_image(image):
     anything with `__array__` or `.numpy()` (tf, torch, jax tensors), a `PIL.Image.Image`, a
     file path or the encoded bytes of an image file. Raises ValueError for anything else.
 
-    >>> load_image(np.zeros((2, 5), "uint8")).shape
+    >>> tuple(load_image(np.zeros((2, 5), "uint8")).shape)
     (2, 5, 3)
     """
     if isinstance(image, (str, os.PathLike, bytes)):
