@@ -260,7 +260,7 @@ class SigLIP2Trainer(keras.Model):
         if "local_views" not in x:
             raise ValueError(
                 "Self-distillation needs `local_views` in the batch (B, V, ...): make "
-                "them with keras_siglip2.preprocessing.multi_view, or set "
+                "them with keras_siglip2.preprocessing.LocalViews, or set "
                 "distillation_dim=None."
             )
         vision = self.backbone.vision_encoder
@@ -269,7 +269,7 @@ class SigLIP2Trainer(keras.Model):
         teacher_global = self.teacher_global_head(teacher["pooled_output"])[:, None]
 
         views = x["local_views"]
-        batch, num_views = keras.tree.flatten(views)[0].shape[:2]
+        num_views = keras.tree.flatten(views)[0].shape[1]
         flat = keras.tree.map_structure(
             lambda v: ops.reshape(v, (-1, *v.shape[2:])), views
         )
