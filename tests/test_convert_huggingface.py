@@ -20,6 +20,7 @@ from transformers.models.siglip2.image_processing_pil_siglip2 import (
     convert_image_to_patches,
 )
 
+from conftest import naflex_batch
 from keras_siglip2.converters.huggingface import (
     is_huggingface_checkpoint,
     load_backbone,
@@ -117,12 +118,8 @@ def _naflex_inputs(rng):
         "pixel_attention_mask": np.zeros((b, MAX_PATCHES), "int64"),
         "spatial_shapes": np.array(NAFLEX_SHAPES, "int64"),
     }
-    ours = {
-        "patches": np.zeros((b, MAX_PATCHES, PATCH * PATCH * 3), "float32"),
-        "patch_coords": np.zeros((b, MAX_PATCHES, 2), "int32"),
-        "patch_mask": np.zeros((b, MAX_PATCHES), "int32"),
-        "spatial_shapes": np.array(NAFLEX_SHAPES, "int32"),
-    }
+    # Coordinates, mask and shapes as conftest lays them out; the patches are replaced.
+    ours = naflex_batch(NAFLEX_SHAPES, MAX_PATCHES, patch_size=PATCH)
     for i, (h, w) in enumerate(NAFLEX_SHAPES):
         n = h * w
         image = rng.uniform(-1, 1, (h * PATCH, w * PATCH, 3)).astype("float32")
@@ -130,9 +127,6 @@ def _naflex_inputs(rng):
         hf["pixel_values"][i, :n] = convert_image_to_patches(image.transpose(2, 0, 1), PATCH)
         hf["pixel_attention_mask"][i, :n] = 1
         ours["patches"][i, :n] = _our_patches(image)
-        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        ours["patch_coords"][i, :n] = np.stack([rows.ravel(), cols.ravel()], -1)
-        ours["patch_mask"][i, :n] = 1
     return hf, ours
 
 

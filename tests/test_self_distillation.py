@@ -131,6 +131,13 @@ def test_center_update_is_exact():
     np.testing.assert_allclose(
         ops.convert_to_numpy(updated_center(c, t, 0.0)), flat.mean(0), rtol=1e-6, atol=1e-7
     )
+    # A mask leaves entries (NaFlex padding) out of the mean.
+    mask = np.zeros(t.shape[:-1], "int32")
+    mask.reshape(-1)[::2] = 1
+    want_masked = 0.9 * c + 0.1 * flat[mask.reshape(-1) == 1].mean(0)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(updated_center(c, t, mask=mask)), want_masked, rtol=1e-6, atol=1e-7
+    )
 
 
 VALID = np.array(

@@ -45,17 +45,26 @@ def self_distillation_loss(
     return -ops.mean(cross)
 
 
-def updated_center(center, teacher_logits, momentum=0.9):
+def updated_center(center, teacher_logits, momentum=0.9, mask=None):
     """c ← m·c + (1 − m)·mean(teacher logits over every axis but the last), float32.
 
-    The mean should be over the global batch: under data parallelism, all-reduce it
-    (with sharded JAX arrays inside `jit` it already is).
+    `mask` (the teacher logits' leading shape, 1 = counted) leaves out entries such as
+    NaFlex padding patches; by default every entry counts. The mean should be over the
+    global batch: under data parallelism, all-reduce it (with sharded JAX arrays inside
+    `jit` it already is).
 
     Example:
     >>> t = keras.ops.array([[[1.0, 3.0]], [[3.0, 5.0]]])  # (B=2, G=1, K=2)
     >>> [round(float(v), 4) for v in updated_center(keras.ops.zeros((2,)), t)]
     [0.2, 0.4]
+    >>> [round(float(v), 4) for v in updated_center(keras.ops.zeros((2,)), t, mask=[[1], [0]])]
+    [0.1, 0.3]
     """
     t = ops.stop_gradient(ops.cast(teacher_logits, "float32"))
-    batch_mean = ops.mean(t, axis=tuple(range(len(t.shape) - 1)))
+    axes = tuple(range(len(t.shape) - 1))
+    if mask is None:
+        batch_mean = ops.mean(t, axis=axes)
+    else:
+        weights = ops.cast(mask, "float32")[..., None]
+        batch_mean = ops.sum(t * weights, axis=axes) / ops.maximum(ops.sum(weights), 1.0)
     return momentum * ops.cast(center, "float32") + (1.0 - momentum) * batch_mean

@@ -11,12 +11,15 @@ import keras_hub
 from keras import ops
 
 from keras_siglip2.layers.attention import MultiHeadAttention
-from keras_siglip2.layers.transformer import MlpBlock, layer_norm
+from keras_siglip2.layers.transformer import TransformerBlock, layer_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
-class LocCaDecoderBlock(keras.layers.Layer):
+class LocCaDecoderBlock(TransformerBlock):
     """Pre-LN decoder block: x + SelfAttn(LN(x)); x + CrossAttn(LN(x), image); x + MLP(LN(x)).
+
+    A `TransformerBlock` (its `attention` is the self-attention, `norm2` precedes the MLP)
+    with a cross-attention to the image tokens in between.
 
     Example:
     >>> block = LocCaDecoderBlock(num_heads=2, intermediate_dim=16)
@@ -25,39 +28,23 @@ class LocCaDecoderBlock(keras.layers.Layer):
     """
 
     def __init__(self, num_heads, intermediate_dim, layer_norm_epsilon=1e-6, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads, self.intermediate_dim = num_heads, intermediate_dim
-        self.layer_norm_epsilon = layer_norm_epsilon
+        super().__init__(num_heads, intermediate_dim, layer_norm_epsilon, **kwargs)
         dtype = self.dtype_policy
-        self.norm1 = layer_norm(layer_norm_epsilon, "norm1", dtype)
-        self.self_attention = MultiHeadAttention(
-            num_heads, name="self_attention", dtype=dtype
-        )
-        self.norm2 = layer_norm(layer_norm_epsilon, "norm2", dtype)
+        self.cross_norm = layer_norm(layer_norm_epsilon, "cross_norm", dtype)
         self.cross_attention = MultiHeadAttention(num_heads, name="cross_attention", dtype=dtype)
-        self.norm3 = layer_norm(layer_norm_epsilon, "norm3", dtype)
-        self.mlp = MlpBlock(intermediate_dim, name="mlp", dtype=dtype)
 
     def build(self, x_shape, image_tokens_shape):
-        for layer in (self.norm1, self.self_attention, self.norm2, self.norm3, self.mlp):
-            layer.build(x_shape)
+        super().build(x_shape)
+        self.cross_norm.build(x_shape)
         self.cross_attention.build(x_shape, image_tokens_shape)
 
     def call(self, x, image_tokens, image_mask=None, attention_mask=None):
-        x = x + self.self_attention(self.norm1(x), attention_mask=attention_mask)
-        x = x + self.cross_attention(self.norm2(x), image_tokens, key_mask=image_mask)
-        return x + self.mlp(self.norm3(x))
+        x = x + self.attention(self.norm1(x), attention_mask=attention_mask)
+        x = x + self.cross_attention(self.cross_norm(x), image_tokens, key_mask=image_mask)
+        return x + self.mlp(self.norm2(x))
 
     def compute_output_shape(self, x_shape, image_tokens_shape):
         return x_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        }
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")

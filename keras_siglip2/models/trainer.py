@@ -296,12 +296,9 @@ class SigLIP2Trainer(keras.Model):
             self.global_center.assign(
                 updated_center(self.global_center, teacher_global, self.center_momentum)
             )
-            valid = ops.ones_like(mask) if key_mask is None else ops.cast(key_mask, "float32")
-            patch_mean = ops.sum(teacher_patches * ops.cast(valid, "float32")[..., None], (0, 1))
-            self.patch_center.assign(
-                self.center_momentum * self.patch_center
-                + (1 - self.center_momentum) * patch_mean / ops.maximum(ops.sum(valid), 1.0)
-            )
+            self.patch_center.assign(updated_center(
+                self.patch_center, teacher_patches, self.center_momentum, mask=key_mask
+            ))
         return {"self_distillation_loss": distill, "masked_prediction_loss": predicted}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
