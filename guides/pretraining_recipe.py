@@ -19,7 +19,7 @@ import os
 
 import keras
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from keras_siglip2 import (
     LocCaDecoder,
@@ -30,6 +30,7 @@ from keras_siglip2 import (
 )
 from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, TerminateOnNaN
 from keras_siglip2.locca_targets import LocCaVocabulary, make_locca_example
+from keras_siglip2.plots import plot_curves
 
 STEPS = int(os.environ.get("GUIDE_STEPS", 120))
 OUTPUT = os.environ.get("GUIDE_OUTPUT", "loss_curves.png")
@@ -149,7 +150,7 @@ trainer.fit(
 ## One curve per term
 
 Keras logs each term as a running mean over the current epoch; `PerStep` recorded it after
-every step.
+every step. `plot_curves` draws one panel per term with PIL.
 """
 
 TERMS = trainer.terms
@@ -158,25 +159,7 @@ for term, values in curves.items():
     print(f"{term:24s} first {values[0]:8.4f}  last {values[-1]:8.4f}")
 
 
-def plot(curves, path, width=640, height=160):
-    """One panel per term, drawn with PIL (no plotting library needed)."""
-    canvas = Image.new("RGB", (width, height * len(curves)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for row, (term, values) in enumerate(curves.items()):
-        top, values = row * height, np.asarray(values)
-        lo, hi = float(values.min()), float(values.max())
-        span = (hi - lo) or 1.0
-        points = [
-            (40 + (width - 60) * i / max(1, len(values) - 1),
-             top + 20 + (height - 40) * (1 - (v - lo) / span))
-            for i, v in enumerate(values)
-        ]
-        draw.text((40, top + 4), f"{term}: {lo:.3f} .. {hi:.3f}", fill="black")
-        draw.line(points, fill=(30, 90, 200), width=2)
-    canvas.save(path)
-
-
-plot(curves, OUTPUT)
+plot_curves(curves, OUTPUT)
 print("saved", OUTPUT)
 
 """

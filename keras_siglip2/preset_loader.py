@@ -218,6 +218,12 @@ def image_config(handle, source=None):
                 "config"]["image_shape"][0]
         return {"image_size": int(size)}
     if fmt == "keras":
+        saved = path / keras_hub_converter.IMAGE_CONVERTER_FILE  # a trained checkpoint's
+        if saved.is_file():
+            config = json.loads(saved.read_text())["config"]
+            if "max_num_patches" in config:
+                return {k: config[k] for k in ("patch_size", "max_num_patches")}
+            return {"image_size": tuple(config["image_size"])}
         config = json.loads((path / "config.json").read_text())["config"]
         vision = config["vision_encoder"]
         return _vision_image_config(

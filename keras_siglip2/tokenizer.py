@@ -200,7 +200,18 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
 
     def _tokenize_graph(self, inputs):
         tf = _tf()
-        self._maybe_initialized_tf()
+        if tf.executing_eagerly():
+            self._maybe_initialized_tf()
+            sentence_piece = self._sentence_piece
+        else:
+            # One op per traced graph (tf.data map, tf.function), owning its model: an eager
+            # op's resource is freed whenever TF clears its kernel cache, e.g. on
+            # `keras.utils.set_random_seed`, which would break pipelines traced before.
+            import tensorflow_text
+
+            sentence_piece = tensorflow_text.SentencepieceTokenizer(
+                model=self.proto, out_type=self.compute_dtype
+            )
         inputs = tf.convert_to_tensor(inputs)
         if inputs.dtype != tf.string or inputs.shape.rank not in (0, 1):
             raise TypeError(
@@ -210,7 +221,7 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
         if self.lowercase:
             encoding = "utf-8" if self.lowercase == "unicode" else ""
             inputs = tf.strings.lower(inputs, encoding=encoding)
-        tokens = self._sentence_piece.tokenize(tf.reshape(inputs, [-1]))
+        tokens = sentence_piece.tokenize(tf.reshape(inputs, [-1]))
         tokens = tokens[:, : self.sequence_length - 1]
         eos = tf.fill([tokens.nrows(), 1], tf.constant(self.end_token_id, tokens.dtype))
         tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(eos)], axis=1)

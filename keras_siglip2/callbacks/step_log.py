@@ -1,0 +1,54 @@
+"""`StepLog`: every training step's logs in a CSV file, kept across resumed runs."""
+
+import csv
+import os
+
+import keras
+from keras import ops
+
+
+class StepLog(keras.callbacks.Callback):
+    """Appends `step, <log>...` after every training step to the CSV file `path`.
+
+    `fit`'s history keeps one value per epoch; loss curves want every step. The step is
+    the optimizer's iteration count, so a run resumed by `keras.callbacks.BackupAndRestore`
+    appends after the restored step, and `read(path)` keeps the last row written for each
+    step (the re-run one).
+
+    Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "steps.csv")
+    >>> model = keras.Sequential([keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> _ = model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=4, epochs=2, verbose=0,
+    ...               callbacks=[StepLog(path)])
+    >>> log = StepLog.read(path)
+    >>> log["step"], len(log["loss"])
+    ([1, 2, 3, 4], 4)
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        row = {"step": step, **{k: float(v) for k, v in (logs or {}).items()}}
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    @staticmethod
+    def read(path):
+        """The log as a dict of columns, one row per step (the last one written)."""
+        with open(path, newline="") as f:
+            rows = {int(r["step"]): r for r in csv.DictReader(f)}
+        steps = sorted(rows)
+        columns = {"step": steps}
+        for key in rows[steps[0]] if steps else ():
+            if key != "step":
+                columns[key] = [float(rows[s][key]) for s in steps]
+        return columns

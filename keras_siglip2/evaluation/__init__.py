@@ -1,0 +1,30 @@
+"""Evaluators for SigLIP 2 models on any `tf.data.Dataset` or iterable of dict batches.
+
+Every batch is a dict of arrays/tensors with the image inputs of the backbone's tower, `images`
+(B, H, W, 3) in [-1, 1] (fixed resolution) or `patches`, `patch_coords`, `patch_mask`,
+`spatial_shapes` (NaFlex, as `NaFlexImageConverter` gives them), plus per evaluator:
+
+- `zero_shot_accuracy(backbone, classifier, dataset, label_key="label", top_k=(1, 5))`:
+  `label` (B,) int class index → `top{k}_accuracy`, `num_examples`.
+- `retrieval_recall(backbone, dataset, ks=(1, 5, 10))`: `token_ids` (B, L), or (B, C, L) for
+  C captions per image (all-pad rows: no caption) → `image_to_text_recall@{k}`,
+  `text_to_image_recall@{k}`, `num_images`, `num_texts`.
+- `referring_box_iou(backbone, decoder, vocabulary, dataset, parallel=False)`: `prompt_ids`
+  (B, L) tokenizer ids of the referring expression, `box` (B, 4) y0, x0, y1, x1 in [0, 1]
+  → `mean_iou`, `accuracy@0.5`, `num_examples`.
+- `dense_probe_miou(backbone, train_dataset, test_dataset, num_classes)`: `patch_labels`
+  (B, N) int per patch token, -1 = ignore → `miou`, `patch_accuracy`, `num_train_patches`,
+  `num_test_patches`.
+
+Helpers: `zero_shot_classifier` (prompt-ensembled class embeddings), `recall_at_k` (ranking on
+given embeddings), `box_iou`, `patch_labels` (per-patch majority labels of a segmentation
+map), `mean_iou` (from a confusion matrix), `greedy_decode` / `parallel_decode` (LocCa
+decoding), `image_inputs` (the image inputs of a batch), `numpy_batches`.
+"""
+
+from keras_siglip2.evaluation.batches import image_inputs, numpy_batches
+from keras_siglip2.evaluation.decoding import greedy_decode, parallel_decode
+from keras_siglip2.evaluation.dense_probe import dense_probe_miou, mean_iou, patch_labels
+from keras_siglip2.evaluation.referring import box_iou, referring_box_iou
+from keras_siglip2.evaluation.retrieval import recall_at_k, retrieval_recall
+from keras_siglip2.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier

@@ -1,0 +1,118 @@
+"""Reading evaluation batches: numpy dicts, the image inputs in them, the image tower's outputs.
+
+Every evaluator runs the towers through their `predict_on_batch` (compiled by Keras on each
+backend, once per batch shape) and does its bookkeeping in numpy.
+"""
+
+import keras
+import numpy as np
+
+from keras_siglip2.layers.logits import l2_normalize
+
+NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
+
+
+def numpy_batches(dataset):
+    """Yields the batches of a `tf.data.Dataset` or any iterable of dicts as dicts of numpy.
+
+    Example:
+    >>> [b["label"].tolist() for b in numpy_batches([{"label": [1, 2]}, {"label": [3]}])]
+    [[1, 2], [3]]
+    """
+    import tensorflow as tf
+
+    batches = dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else dataset
+    for batch in batches:
+        if not isinstance(batch, dict):
+            raise TypeError(
+                f"Evaluation batches must be dicts of arrays (e.g. {{'images': ..., "
+                f"'label': ...}}); got a {type(batch).__name__}."
+            )
+        yield {key: keras.ops.convert_to_numpy(value) for key, value in batch.items()}
+
+
+def image_inputs(backbone, batch):
+    """The image-tower input of `batch`: `images`, or the dict of NaFlex keys for NaFlex.
+
+    Example:
+    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
+    >>> backbone = SigLIP2Backbone(
+    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+    ...                          num_heads=2, intermediate_dim=16),
+    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> image_inputs(backbone, {"images": np.zeros((2, 16, 16, 3)), "label": [0, 1]}).shape
+    (2, 16, 16, 3)
+    """
+    keys = NAFLEX_KEYS if backbone.is_naflex else ("images",)
+    missing = [key for key in keys if key not in batch]
+    if missing:
+        tower = "a NaFlex" if backbone.is_naflex else "a fixed-resolution"
+        raise KeyError(
+            f"The batch has no {missing}, which {tower} image tower takes; it has "
+            f"{sorted(batch)}. Map the images through "
+            f"{'NaFlexImageConverter' if backbone.is_naflex else 'SigLIP2ImageConverter'}."
+        )
+    return {key: batch[key] for key in keys} if backbone.is_naflex else batch["images"]
+
+
+def encode_image_batch(backbone, batch):
+    """The image tower on `batch`'s image inputs, as numpy.
+
+    Returns a dict with `embeddings` (B, E) float32, L2-normalised as `encode_images`'s,
+    `tokens` (B, N, D), the un-pooled `sequence_output` (what the LocCa decoder attends to), and
+    `token_mask` (B, N) bool, False on NaFlex padding patches.
+
+    Example:
+    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
+    >>> backbone = SigLIP2Backbone(
+    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+    ...                          num_heads=2, intermediate_dim=16),
+    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> out = encode_image_batch(backbone, {"images": np.zeros((2, 16, 16, 3), "float32")})
+    >>> out["embeddings"].shape, out["tokens"].shape, bool(out["token_mask"].all())
+    ((2, 8), (2, 4, 8), True)
+    """
+    inputs = image_inputs(backbone, batch)
+    outputs = backbone.vision_encoder.predict_on_batch(inputs)
+    tokens = np.asarray(outputs["sequence_output"])
+    if backbone.is_naflex:
+        token_mask = np.asarray(inputs["patch_mask"]).astype(bool)
+    else:
+        token_mask = np.ones(tokens.shape[:2], bool)
+    return {
+        "embeddings": keras.ops.convert_to_numpy(l2_normalize(outputs["pooled_output"])),
+        "tokens": tokens,
+        "token_mask": token_mask,
+    }
+
+
+def encode_text_batch(backbone, token_ids, batch_size=256):
+    """L2-normalised text embeddings (N, E) float32 of `token_ids` (N, L), as numpy.
+
+    Runs `batch_size` texts at a time, padding the last chunk so every call has one shape.
+
+    Example:
+    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
+    >>> backbone = SigLIP2Backbone(
+    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+    ...                          num_heads=2, intermediate_dim=16),
+    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> encode_text_batch(backbone, np.ones((5, 4), "int32"), batch_size=2).shape
+    (5, 8)
+    """
+    token_ids = np.asarray(token_ids)
+    total = len(token_ids)
+    size = max(1, min(batch_size, total))
+    chunks = []
+    for start in range(0, total, size):
+        chunk = token_ids[start : start + size]
+        padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+        padded = np.concatenate([chunk, padding])
+        pooled = backbone.text_encoder.predict_on_batch(padded)["pooled_output"]
+        chunks.append(keras.ops.convert_to_numpy(l2_normalize(pooled))[: len(chunk)])
+    if not chunks:
+        return np.zeros((0, backbone.text_encoder.output["pooled_output"].shape[-1]), "float32")
+    return np.concatenate(chunks)
