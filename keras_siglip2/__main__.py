@@ -1,6 +1,9 @@
-"""Command line: `python -m keras_siglip2 {presets,convert} ...` (also `keras-siglip2`)."""
+"""Command line: `python -m keras_siglip2 {train,eval,zero-shot,embed,presets,convert,export}`
+(also installed as `keras-siglip2`). `--help` on each command says what it takes."""
 
 import argparse
+import json
+import pathlib
 import sys
 
 
@@ -33,11 +36,154 @@ def _convert(args):
     print(f"saved {backbone.count_params():,} weights to {args.destination}")
 
 
+def _train(args):
+    import dataclasses
+
+    from keras_siglip2.main_job import MainJobConfig, evaluate, format_results, train
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MainJobConfig)
+                 if getattr(args, f.name, None) is not None}
+    config = MainJobConfig(**overrides)
+    workdir = pathlib.Path(args.workdir)
+    train(config, workdir, verbose=1 if sys.stdout.isatty() else 2)
+    print(f"checkpoint: {workdir / 'checkpoint'}  loss curves: {workdir / 'losses.png'}")
+    if args.eval_examples > 0:
+        results = evaluate(workdir / "checkpoint", num_examples=args.eval_examples,
+                           probe_examples=max(1, args.eval_examples // 2), seed=config.seed)
+        (workdir / "results.json").write_text(json.dumps(results, indent=1))
+        print(format_results(results))
+
+
+def _eval(args):
+    from keras_siglip2.main_job import evaluate, format_results
+
+    results = evaluate(args.checkpoint, num_examples=args.num_examples,
+                       probe_examples=args.probe_examples, seed=args.seed)
+    print(format_results(results))
+
+
+def _model(handle):
+    from keras_siglip2.checkpoint import load_checkpoint
+
+    return load_checkpoint(handle)
+
+
+def _zero_shot(args):
+    import keras
+    import numpy as np
+
+    from keras_siglip2.layers.logits import l2_normalize
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if len(labels) < 1:
+        raise ValueError("--labels needs at least one class name (comma-separated).")
+    if args.template.count("{}") != 1:
+        raise ValueError(f"--template needs exactly one '{{}}'; got {args.template!r}.")
+    model = _model(args.preset)
+    backbone = model["backbone"]
+    images = model["image_converter"](list(args.images))
+    texts = model["tokenizer"]([args.template.format(label) for label in labels])
+    image_embeddings = l2_normalize(backbone.encode_images(images))
+    text_embeddings = l2_normalize(backbone.encode_text(texts))
+    logits = backbone.logits_head(image_embeddings, text_embeddings)
+    probabilities = keras.ops.convert_to_numpy(keras.ops.sigmoid(logits))
+    for path, row in zip(args.images, probabilities):
+        order = np.argsort(-row)
+        print(path)
+        for i in order[: args.top]:
+            print(f"  {row[i]:7.2%}  {labels[i]}")
+
+
+def _embed(args):
+    import keras
+    import numpy as np
+
+    if bool(args.images) == bool(args.texts):
+        raise ValueError("Give either --images or --texts (not both).")
+    model = _model(args.preset)
+    backbone = model["backbone"]
+    if args.images:
+        embeddings = backbone.encode_images(model["image_converter"](list(args.images)))
+    else:
+        embeddings = backbone.encode_text(model["tokenizer"](list(args.texts)))
+    embeddings = keras.ops.convert_to_numpy(embeddings).astype("float32")
+    np.save(args.output, embeddings)
+    print(f"saved {embeddings.shape[0]} embeddings of width {embeddings.shape[1]} to "
+          f"{args.output}")
+
+
+def _export(args):
+    import pathlib
+
+    from keras_siglip2.export import export_encoders
+
+    paths = export_encoders(
+        args.preset, args.destination, format=args.format,
+        max_num_patches=args.max_num_patches, encoders=args.encoders,
+    )
+    for name, path in paths.items():
+        print(f"{name} encoder: {path}")
+    if "text" in paths and not (pathlib.Path(args.destination) / "tokenizer.model").is_file():
+        print(f"note: {args.preset} holds no tokenizer vocabulary: the text encoder takes "
+              "token ids only.", file=sys.stderr)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="keras_siglip2", description="SigLIP 2 for Keras 3: presets and conversion."
+        prog="keras_siglip2",
+        description="SigLIP 2 for Keras 3: train, evaluate, zero-shot, embed, convert, export.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train a small SigLIP 2 with the whole recipe on the embedded dataset, then "
+        "evaluate it (defaults: the README's run)",
+    )
+    train.add_argument("--workdir", default="siglip2_run",
+                       help="directory for the checkpoint, logs and plots; an interrupted run "
+                       "there resumes (default: siglip2_run)")
+    for name, kind, text in (
+        ("steps", int, "optimizer steps"), ("batch_size", int, "examples per step"),
+        ("learning_rate", float, "peak learning rate"), ("seed", int, "seed of data and init"),
+        ("width", int, "width of the towers and decoder"), ("depth", int, "image tower layers"),
+        ("max_num_patches", int, "NaFlex patches per image"),
+    ):
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
+                           help=f"{text} (default: MainJobConfig.{name})")
+    train.add_argument("--eval-examples", type=int, default=1000,
+                       help="test images for the evaluation after training; 0 skips it "
+                       "(default: 1000)")
+    train.set_defaults(run=_train)
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a trained checkpoint on the embedded dataset's test split"
+    )
+    evaluate.add_argument("checkpoint", help="the checkpoint directory `train` wrote")
+    evaluate.add_argument("--num-examples", type=int, default=1000,
+                          help="test images for zero-shot and retrieval (default: 1000)")
+    evaluate.add_argument("--probe-examples", type=int, default=500,
+                          help="images for the referring and dense-probe evaluations "
+                          "(default: 500)")
+    evaluate.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    evaluate.set_defaults(run=_eval)
+    zero_shot = commands.add_parser(
+        "zero-shot", help="score images against class names (sigmoid probabilities)"
+    )
+    zero_shot.add_argument("images", nargs="+", help="image files")
+    zero_shot.add_argument("--labels", required=True, help="comma-separated class names")
+    zero_shot.add_argument("--preset", required=True,
+                           help="a trained checkpoint directory, a preset name or handle")
+    zero_shot.add_argument("--template", default="a photo of a {}.",
+                           help="prompt with one {} for the class name (default: 'a photo of "
+                           "a {}.'; use '{}' for checkpoints of `train`)")
+    zero_shot.add_argument("--top", type=int, default=5, help="classes shown per image")
+    zero_shot.set_defaults(run=_zero_shot)
+    embed = commands.add_parser("embed", help="embed images or texts into a .npy file")
+    embed.add_argument("--preset", required=True,
+                       help="a trained checkpoint directory, a preset name or handle")
+    embed.add_argument("--images", nargs="+", help="image files")
+    embed.add_argument("--texts", nargs="+", help="texts")
+    embed.add_argument("--output", "-o", required=True, help="the .npy file to write")
+    embed.set_defaults(run=_embed)
     commands.add_parser(
         "presets", help="list the released checkpoints with their parameter counts"
     ).set_defaults(run=_presets)
@@ -53,6 +199,30 @@ def main(argv=None):
         help="which published copy a preset name is read from (default: big_vision)",
     )
     convert.set_defaults(run=_convert)
+    export = commands.add_parser(
+        "export",
+        help="export the image and text encoders for serving (TF SavedModel, ONNX, LiteRT) "
+        "into DESTINATION; see keras_siglip2.export for the layout",
+    )
+    export.add_argument("destination", help="directory to write the artefacts to")
+    export.add_argument(
+        "--preset", required=True,
+        help="preset name, hf:// or kaggle:// handle, URL or path of the checkpoint",
+    )
+    export.add_argument(
+        "--format", default="tf_saved_model", choices=("tf_saved_model", "onnx", "litert"),
+        help="artefact format (default: tf_saved_model); which Keras backend exports which: "
+        "keras_siglip2.export.support",
+    )
+    export.add_argument(
+        "--max-num-patches", type=int,
+        help="NaFlex only: the fixed number of patches per image (default: the preset's)",
+    )
+    export.add_argument(
+        "--encoders", nargs="+", choices=("image", "text"), default=("image", "text"),
+        help="which towers to export (default: both)",
+    )
+    export.set_defaults(run=_export)
     args = parser.parse_args(argv)
     try:
         args.run(args)

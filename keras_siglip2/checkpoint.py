@@ -70,22 +70,17 @@ def save_checkpoint(directory, backbone, tokenizer, image_converter, decoder=Non
         )
 
 
-def load_checkpoint(directory):
-    """Reads a directory written by `save_checkpoint`.
+def load_checkpoint(handle):
+    """Reads a directory written by `save_checkpoint`, or any preset handle.
 
     Returns a dict: `backbone`, `tokenizer`, `image_converter`, and `decoder` / `vocabulary`
-    (None when the checkpoint has no decoder).
+    (None when `handle` has no LocCa decoder, e.g. a released checkpoint).
     """
-    directory = pathlib.Path(directory)
-    if not (directory / "config.json").is_file():
-        raise ValueError(
-            f"{directory} is not a checkpoint directory (no config.json): give the `checkpoint`"
-            " directory that `python -m keras_siglip2 train` wrote, or a preset."
-        )
-    backbone = SigLIP2Backbone.from_preset(str(directory))
-    tokenizer = SigLIP2Tokenizer.from_preset(str(directory))
+    directory = pathlib.Path(handle)
+    backbone = SigLIP2Backbone.from_preset(str(handle))
+    tokenizer = SigLIP2Tokenizer.from_preset(str(handle))
     converter = NaFlexImageConverter if backbone.is_naflex else SigLIP2ImageConverter
-    image_converter = converter.from_preset(str(directory))  # reads IMAGE_CONVERTER_FILE
+    image_converter = converter.from_preset(str(handle))  # reads IMAGE_CONVERTER_FILE
     decoder = vocabulary = None
     if (directory / DECODER_CONFIG_FILE).is_file():
         config = json.loads((directory / DECODER_CONFIG_FILE).read_text())
@@ -107,3 +102,39 @@ def load_checkpoint(directory):
         "backbone": backbone, "tokenizer": tokenizer, "image_converter": image_converter,
         "decoder": decoder, "vocabulary": vocabulary,
     }
+
+
+def save_tiny_random_checkpoint(directory, naflex=False, seed=0):
+    """Writes a tiny, randomly initialised model as a checkpoint; returns its path as a str.
+
+    An offline stand-in for a released preset (every `from_preset` above reads it): a
+    two-block tower of width 32 per side, patches of 16 px (fixed resolution: 64 px images;
+    NaFlex: 64 patches by default), and the `scenes` dataset's tokenizer (32 tokens). Its
+    scores are meaningless; the guides run on it when `GUIDE_STEPS` is set.
+
+    Example:
+    >>> import tempfile
+    >>> path = save_tiny_random_checkpoint(tempfile.mkdtemp(), naflex=True)
+    >>> NaFlexImageConverter.from_preset(path).max_num_patches
+    64
+    >>> SigLIP2Backbone.from_preset(path).is_naflex
+    True
+    """
+    from keras_siglip2.datasets import scenes
+    from keras_siglip2.models import (
+        SigLIP2NaFlexVisionEncoder, SigLIP2TextEncoder, SigLIP2VisionEncoder,
+    )
+
+    keras.utils.set_random_seed(seed)
+    tokenizer = scenes.tokenizer(sequence_length=32)
+    width = dict(hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64)
+    if naflex:
+        vision = SigLIP2NaFlexVisionEncoder(patch_size=16, position_grid_size=8, **width)
+        converter = NaFlexImageConverter(patch_size=16, max_num_patches=64)
+    else:
+        vision = SigLIP2VisionEncoder(image_size=64, patch_size=16, **width)
+        converter = SigLIP2ImageConverter(image_size=64)
+    text = SigLIP2TextEncoder(vocabulary_size=tokenizer.vocabulary_size(), sequence_length=32,
+                              embedding_dim=32, **width)
+    save_checkpoint(directory, SigLIP2Backbone(vision, text), tokenizer, converter)
+    return str(directory)

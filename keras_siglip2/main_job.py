@@ -50,12 +50,14 @@ class MainJobConfig:
     depth: int = 4
     num_heads: int = 4
     text_depth: int = 2
-    text_length: int = 32
-    # LocCa decoder.
+    text_length: int = 48
+    # LocCa decoder (None-free switches: the ablation turns terms off).
+    locca: bool = True
     decoder_depth: int = 2
-    decoder_length: int = 40
+    decoder_length: int = 48
     location_bins: int = 32
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
+    self_distillation: bool = True
     local_views: int = 2
     local_view_patches: int = 16
     distillation_dim: int = 256
@@ -93,10 +95,11 @@ def build_trainer(config, text_vocabulary_size):
     decoder = LocCaDecoder(
         vocabulary_size=vocab.size, sequence_length=config.decoder_length, hidden_dim=width,
         num_layers=config.decoder_depth, num_heads=config.num_heads, intermediate_dim=mlp,
-    )
+    ) if config.locca else None
     trainer = SigLIP2Trainer(
         SigLIP2Backbone(vision, text), decoder=decoder,
-        distillation_dim=config.distillation_dim, head_hidden_dim=2 * width,
+        distillation_dim=config.distillation_dim if config.self_distillation else None,
+        head_hidden_dim=2 * width,
         head_bottleneck_dim=width // 2, seed=config.seed,
     )
     warmup = max(1, int(config.warmup_fraction * config.steps))
@@ -126,19 +129,21 @@ def train(config, workdir, verbose=1):
     converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
     views = LocalViews(
         NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
-    )
+    ) if config.self_distillation else None
     batches = training_batches(
         scenes.load("train", seed=config.seed), tokenizer, converter, config.batch_size,
-        vocab, config.decoder_length, views, seed=config.seed,
+        vocab if config.locca else None, config.decoder_length, views, seed=config.seed,
     ).prefetch(2)
     epochs = max(1, min(config.epochs, config.steps))
     step_log = workdir / "steps.csv"
     trainer.fit(
         batches, epochs=epochs, steps_per_epoch=config.steps // epochs, verbose=verbose,
+        shuffle=False,  # the endless stream is drawn at random already
         callbacks=[
             keras.callbacks.BackupAndRestore(str(workdir / "backup")),
-            EMATeacher(config.ema_decay),
-            AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction),
+            *([EMATeacher(config.ema_decay),
+               AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction)]
+              if config.self_distillation else []),
             TerminateOnNaN(),
             StepLog(step_log),
         ],

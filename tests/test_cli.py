@@ -56,3 +56,52 @@ def test_bad_arguments_give_one_line_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_train_then_eval_zero_shot_and_embed_from_its_checkpoint(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_siglip2.datasets import scenes
+
+    workdir = tmp_path / "run"
+    main(["train", "--workdir", str(workdir), "--steps", "2", "--batch-size", "4",
+          "--width", "16", "--depth", "1", "--max-num-patches", "16", "--eval-examples", "6"])
+    out = capsys.readouterr().out
+    checkpoint = workdir / "checkpoint"
+    assert "zero-shot colour accuracy" in out and "referring box IoU" in out
+    assert (workdir / "losses.png").is_file() and (workdir / "results.json").is_file()
+    assert not (workdir / "backup").exists()  # removed once the run completed
+
+    main(["eval", str(checkpoint), "--num-examples", "4", "--probe-examples", "2"])
+    assert "dense probe mIoU" in capsys.readouterr().out
+
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"scene{i}.png")
+        Image.fromarray(scenes.example("test", i)["image"]).save(images[-1])
+    main(["zero-shot", *map(str, images), "--labels", "red, blue,green", "--preset",
+          str(checkpoint), "--template", "{}", "--top", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(images[0]) and len(lines) == 6
+    assert all(line.strip().split()[-1] in ("red", "blue", "green") for line in lines[1:3])
+
+    main(["embed", "--preset", str(checkpoint), "--texts", "a red circle", "ein Quadrat",
+          "-o", str(tmp_path / "texts.npy")])
+    embeddings = np.load(tmp_path / "texts.npy")
+    assert embeddings.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_cli_argument_errors_are_one_line(tmp_path):
+    for argv in (
+        ["zero-shot", "x.png", "--labels", " , ", "--preset", str(tmp_path)],
+        ["embed", "--preset", str(tmp_path), "-o", str(tmp_path / "e.npy")],
+        ["eval", str(tmp_path / "missing")],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_siglip2", *argv], capture_output=True, text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2, (argv, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1].startswith("error: "), argv
+        assert "Traceback" not in result.stderr

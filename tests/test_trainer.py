@@ -61,10 +61,11 @@ class _Recorder(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.logs, self.students, self.teachers = [], [], []
+        self.logs, self.students, self.teachers, self.skipped = [], [], [], []
 
     def on_train_batch_end(self, batch, logs=None):
         self.logs.append({k: float(v) for k, v in logs.items()})
+        self.skipped.append(set(self.model.skipped_terms))
         pairs = self.model.ema_pairs
         self.students.append([ops.convert_to_numpy(s) for _, s in pairs])
         self.teachers.append([ops.convert_to_numpy(t) for t, _ in pairs])
@@ -86,10 +87,11 @@ def test_fit_with_every_term(naflex):
     terms = ["sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss"]
     for logs in recorder.logs:
         assert all(np.isfinite(logs[t]) for t in [*terms, "loss"]), logs
-    # Delayed terms: gated off for the first half, on afterwards.
+    # Delayed terms: gated off (and not computed) for the first half, on afterwards.
     for step, logs in enumerate(recorder.logs):
         for term in terms[2:]:
             assert (logs[term] == 0.0) == (step < steps // 2), (step, term, logs[term])
+        assert recorder.skipped[step] == (set(terms[2:]) if step < steps // 2 else set())
         assert logs["sigmoid_loss"] > 0 and logs["locca_loss"] > 0
     # Every trainable weight moves (the heads only once their terms are on).
     after = {v.path: ops.convert_to_numpy(v) for v in trainer.trainable_variables}

@@ -14,7 +14,9 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
     the step) runs with `model.term_gates[t] = 1.0` if `s >= start_fraction * total_steps`,
     else 0.0, for every `t` in `terms`; that first step is `self.start_step`. The gates are
     variables read by the compiled train step, so switching never recompiles, and they are
-    assigned only when their value changes.
+    assigned only when their value changes. A model with `skipped_terms` (e.g.
+    `SigLIP2Trainer`) also leaves the terms out of its train step while they are off
+    (one retrace at each switch), so they cost no compute then.
 
     Because the step comes from the optimizer, a run resumed by
     `keras.callbacks.BackupAndRestore` switches at the same step as an uninterrupted one.
@@ -100,6 +102,10 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
                 if self._gates_on is not None or float(ops.convert_to_numpy(gate)) != value:
                     gate.assign(value)
             self._gates_on = on
+            if hasattr(model, "skipped_terms"):  # retrace without the terms' compute
+                skipped = set(model.skipped_terms) - set(self.terms)
+                model.skipped_terms = frozenset(skipped if on else skipped | set(self.terms))
+                model.make_train_function(force=True)
         # Iterations grow by at most `steps_per_execution` per call and never shrink within
         # a fit, so no read is needed until the switch could be reached (none once on).
         per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))

@@ -82,6 +82,10 @@ class TransformerBlock(keras.layers.Layer):
 class TransformerEncoder(keras.layers.Layer):
     """A stack of `TransformerBlock`s followed by a final LayerNorm.
 
+    With `remat=True` each block's activations are recomputed in the backward
+    pass (`keras.remat`) instead of stored: memory per block drops to its input,
+    for about one more forward pass of compute. Values and gradients are unchanged.
+
     Example:
     >>> encoder = TransformerEncoder(num_layers=2, num_heads=2, intermediate_dim=16)
     >>> tuple(encoder(keras.ops.ones((1, 3, 8))).shape)
@@ -89,9 +93,11 @@ class TransformerEncoder(keras.layers.Layer):
     """
 
     def __init__(
-        self, num_layers, num_heads, intermediate_dim, layer_norm_epsilon=1e-6, **kwargs
+        self, num_layers, num_heads, intermediate_dim, layer_norm_epsilon=1e-6, remat=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -114,7 +120,10 @@ class TransformerEncoder(keras.layers.Layer):
 
     def call(self, x, key_mask=None):
         for block in self.blocks:
-            x = block(x, key_mask=key_mask)
+            if self.remat:
+                x = keras.remat(lambda x, block=block: block(x, key_mask=key_mask))(x)
+            else:
+                x = block(x, key_mask=key_mask)
         return self.final_norm(x)
 
     def compute_output_shape(self, input_shape):
@@ -127,4 +136,5 @@ class TransformerEncoder(keras.layers.Layer):
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "remat": self.remat,
         }

@@ -5,4 +5,9 @@ from keras_siglip2.losses.masked_prediction import (
     random_patch_mask,
 )
 from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
-from keras_siglip2.losses.sigmoid import SigmoidLoss, chunked_sigmoid_loss, sigmoid_loss
+from keras_siglip2.losses.sigmoid import (
+    SigmoidLoss,
+    chunked_sigmoid_loss,
+    sharded_sigmoid_loss,
+    sigmoid_loss,
+)

@@ -26,6 +26,9 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
     Output: a dict with `sequence_output` (B, N, hidden_dim) and
     `pooled_output` (B, hidden_dim).
 
+    `remat=True` recomputes each transformer block's activations in the backward
+    pass (less memory, same gradients).
+
     Example:
     >>> encoder = SigLIP2NaFlexVisionEncoder(
     ...     patch_size=4, hidden_dim=8, num_layers=1, num_heads=2,
@@ -49,6 +52,7 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
         intermediate_dim,
         position_grid_size=16,
         layer_norm_epsilon=1e-6,
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -59,7 +63,7 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
             position_grid_size, hidden_dim, name="position_embedding", dtype=dtype
         )
         self.encoder = TransformerEncoder(
-            num_layers, num_heads, intermediate_dim, layer_norm_epsilon,
+            num_layers, num_heads, intermediate_dim, layer_norm_epsilon, remat,
             name="encoder", dtype=dtype,
         )
         self.head = MAPHead(
@@ -81,6 +85,7 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
         self.intermediate_dim = intermediate_dim
         self.position_grid_size = position_grid_size
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.remat = remat
 
     def embed(self, inputs, token_mask=None, mask_token=None):
         """(tokens, key_mask): position-embedded patch tokens (B, N, D) and `patch_mask`.
@@ -109,4 +114,5 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
             "intermediate_dim": self.intermediate_dim,
             "position_grid_size": self.position_grid_size,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "remat": self.remat,
         }

@@ -17,6 +17,9 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
     Output: a dict with `sequence_output` (B, L, hidden_dim) and
     `pooled_output` (B, embedding_dim), the (unnormalised) text embedding.
 
+    `remat=True` recomputes each transformer block's activations in the backward
+    pass (less memory, same gradients).
+
     Example:
     >>> encoder = SigLIP2TextEncoder(
     ...     vocabulary_size=32, sequence_length=8, hidden_dim=8, num_layers=1,
@@ -35,6 +38,7 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
         intermediate_dim,
         embedding_dim,
         layer_norm_epsilon=1e-6,
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -46,7 +50,7 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
             sequence_length, name="position_embedding", dtype=dtype
         )
         self.encoder = TransformerEncoder(
-            num_layers, num_heads, intermediate_dim, layer_norm_epsilon,
+            num_layers, num_heads, intermediate_dim, layer_norm_epsilon, remat,
             name="encoder", dtype=dtype,
         )
         self.head = keras.layers.Dense(embedding_dim, name="head", dtype=dtype)
@@ -70,6 +74,7 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
         self.intermediate_dim = intermediate_dim
         self.embedding_dim = embedding_dim
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.remat = remat
 
     def get_config(self):
         return {
@@ -82,4 +87,5 @@ class SigLIP2TextEncoder(keras_hub.models.Backbone):
             "intermediate_dim": self.intermediate_dim,
             "embedding_dim": self.embedding_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "remat": self.remat,
         }

@@ -9,7 +9,8 @@ from keras_siglip2.layers.logits import l2_normalize
 from keras_siglip2.losses.captioning import token_cross_entropy
 from keras_siglip2.losses.masked_prediction import masked_prediction_loss, random_patch_mask
 from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
-from keras_siglip2.losses.sigmoid import chunked_sigmoid_loss, sigmoid_loss
+from keras_siglip2.losses.collectives import batch_shards, scale_for_replicas
+from keras_siglip2.losses.sigmoid import sharded_sigmoid_loss, sigmoid_loss
 
 TERMS = ("sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss")
 _DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
@@ -26,6 +27,13 @@ def _clone(layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
+def _zero_with_zero_gradients(weights):
+    """0, with zero gradients for `weights`: a skipped term's variables still get updates
+    (as unused ones do under JAX), on every backend, without the optimizer warning about
+    variables that have no gradient."""
+    return ops.cast(sum(ops.sum(w) for w in weights), "float32") * 0.0
+
+
 class SigLIP2Trainer(keras.Model):
     """SigLIP 2 pretraining / fine-tuning with `fit`: every loss term of the recipe.
 
@@ -42,7 +50,10 @@ class SigLIP2Trainer(keras.Model):
     `weight_k` are constants; the gates are variables that callbacks flip
     (`AuxiliaryLossSchedule`) without recompiling. The teacher is moved by the
     `EMATeacher` callback through `ema_pairs`. Each term is logged in `fit`'s
-    history under its name, as gate_k · term_k (0 while a term is off).
+    history under its name, as gate_k · term_k (0 while a term is off). Terms
+    in `skipped_terms` (a set of names, which `AuxiliaryLossSchedule` keeps
+    equal to the gated-off ones) are not computed at all: changing it needs
+    `make_train_function(force=True)`, one retrace.
 
     With a `reference` backbone (ACID active curation), each incoming batch is
     a super-batch from which the `curation_fraction` most learnable examples
@@ -67,7 +78,9 @@ class SigLIP2Trainer(keras.Model):
         reference: a frozen `SigLIP2Backbone` scoring learnability (ACID).
         curation_fraction: fraction of each super-batch kept.
         loss_chunk_size: compute the sigmoid loss `chunk` texts at a time
-            (memory O(B·chunk)); None for the dense loss.
+            (memory O(B·chunk)); None for the dense loss. A batch split over
+            devices (`keras.distribution` on JAX, `tf.distribute` on
+            TensorFlow) always uses `sharded_sigmoid_loss`, chunked by this.
         seed: seed of the patch masks.
 
     Example:
@@ -146,6 +159,9 @@ class SigLIP2Trainer(keras.Model):
             for t in self.terms
         }
         self.term_trackers = {t: keras.metrics.Mean(name=t) for t in self.terms}
+        # Terms left out of the compiled step (logged as 0): AuxiliaryLossSchedule sets this
+        # while their gates are off, so the teacher and masked passes cost nothing then.
+        self.skipped_terms = frozenset()
 
         if distillation_dim is not None:
             vision = backbone.vision_encoder
@@ -230,15 +246,17 @@ class SigLIP2Trainer(keras.Model):
         image_embeddings = l2_normalize(image["pooled_output"])
         text_embeddings = self.backbone.encode_text(x["token_ids"])
         head = self.backbone.logits_head
-        if self.loss_chunk_size is None:
+        if self.loss_chunk_size is None and batch_shards() == 1:
             logits = head(image_embeddings, text_embeddings)
             terms = {"sigmoid_loss": ops.mean(sigmoid_loss(logits))}
         else:
-            terms = {"sigmoid_loss": chunked_sigmoid_loss(
+            terms = {"sigmoid_loss": sharded_sigmoid_loss(
                 image_embeddings, text_embeddings, head.logit_scale, head.logit_bias,
                 self.loss_chunk_size,
             )}
-        if self.decoder is not None:
+        if self.decoder is not None and "locca_loss" in self.skipped_terms:
+            terms["locca_loss"] = _zero_with_zero_gradients(self.decoder.trainable_weights)
+        elif self.decoder is not None:
             missing = [k for k in _DECODER_KEYS if k not in x]
             if missing:
                 raise ValueError(
@@ -253,7 +271,14 @@ class SigLIP2Trainer(keras.Model):
                 logits, x["decoder_target_ids"], x["decoder_loss_mask"], reduction="mean"
             )
         if self.distillation_dim is not None:
-            terms.update(self._self_supervised_terms(x, tokens, key_mask, training))
+            if {"self_distillation_loss", "masked_prediction_loss"} <= self.skipped_terms:
+                zero = _zero_with_zero_gradients([
+                    self.mask_token, *self.global_head.trainable_weights,
+                    *self.patch_head.trainable_weights,
+                ])
+                terms.update(self_distillation_loss=zero, masked_prediction_loss=zero)
+            else:
+                terms.update(self._self_supervised_terms(x, tokens, key_mask, training))
         return terms
 
     def _self_supervised_terms(self, x, tokens, key_mask, training):
@@ -309,7 +334,7 @@ class SigLIP2Trainer(keras.Model):
             total = total + self.loss_weights[term] * gated
         for extra in self.losses:  # e.g. weight regularisers
             total = total + ops.cast(extra, "float32")
-        return total
+        return scale_for_replicas(total)
 
     @property
     def metrics(self):

@@ -21,6 +21,9 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
     patch tokens, and `pooled_output` (B, hidden_dim), the MAP-pooled
     (unnormalised) image embedding.
 
+    `remat=True` recomputes each transformer block's activations in the backward
+    pass (less memory, same gradients).
+
     Example:
     >>> encoder = SigLIP2VisionEncoder(
     ...     image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
@@ -38,6 +41,7 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         num_heads,
         intermediate_dim,
         layer_norm_epsilon=1e-6,
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -51,7 +55,7 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
             num_patches, name="position_embedding", dtype=dtype
         )
         self.encoder = TransformerEncoder(
-            num_layers, num_heads, intermediate_dim, layer_norm_epsilon,
+            num_layers, num_heads, intermediate_dim, layer_norm_epsilon, remat,
             name="encoder", dtype=dtype,
         )
         self.head = MAPHead(
@@ -68,6 +72,7 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.remat = remat
 
     def embed(self, images, token_mask=None, mask_token=None):
         """(tokens, key_mask): position-embedded patch tokens (B, N, D), no key mask.
@@ -96,4 +101,5 @@ class SigLIP2VisionEncoder(keras_hub.models.Backbone):
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "remat": self.remat,
         }
