@@ -40,6 +40,7 @@ from keras_siglip2.export import (
     FORMATS,
     export_encoders,
     image_encoder_model,
+    load_exported,
     supported_backends,
 )
 
@@ -171,26 +172,9 @@ assert (token_ids == tokenizer(CAPTIONS)).all()  # the same ids as SigLIP2Tokeni
 ## Serving with each runtime
 
 TF SavedModel with `tf.saved_model.load`, ONNX with onnxruntime, LiteRT with its
-interpreter's signature runner. Each returns the same dict of outputs.
+interpreter's signature runner: `load_exported(format, path)` wraps each as a function from
+a dict of numpy inputs to the same dict of outputs.
 """
-
-
-def load(format, path):
-    if format == "tf_saved_model":
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))
-        return lambda inputs: {k: v.numpy() for k, v in loaded.serve(inputs).items()}
-    if format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path))
-        names = [o.name for o in session.get_outputs()]
-        return lambda inputs: dict(zip(names, session.run(None, inputs)))
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path)).get_signature_runner()
-    return lambda inputs: runner(**inputs)
 
 
 def scores(image_embeddings, text_embeddings, settings):
@@ -207,8 +191,8 @@ keras_scores = scores(
 exported_scores = {}
 for format in formats:
     settings = json.loads((WORK / format / "export.json").read_text())
-    image_encoder = load(format, WORK / format / settings["image_encoder"]["path"])
-    text_encoder = load(format, WORK / format / settings["text_encoder"]["path"])
+    image_encoder = load_exported(format, WORK / format / settings["image_encoder"]["path"])
+    text_encoder = load_exported(format, WORK / format / settings["text_encoder"]["path"])
     exported_scores[format] = scores(
         image_encoder({"images": images})["embeddings"],
         text_encoder({"token_ids": token_ids})["embeddings"],
@@ -220,7 +204,7 @@ for format in formats:
 if "tf_saved_model" in formats:
     import tensorflow as tf
 
-    text_encoder = tf.saved_model.load(str(WORK / "tf_saved_model" / "text_encoder"))
+    text_encoder = tf.saved_model.load_exported(str(WORK / "tf_saved_model" / "text_encoder"))
     from_strings = text_encoder.serve_text(tf.constant(CAPTIONS))["embeddings"].numpy()
     print("serve_text vs token ids:", np.abs(from_strings - text_encoder.serve(
         {"token_ids": token_ids})["embeddings"].numpy()).max())
@@ -257,7 +241,7 @@ converter = NaFlexImageConverter(patch_size=16, max_num_patches=patches_per_imag
 wide = np.concatenate([photos[0], photos[1]], axis=1)  # 128 x 256: two patch rows per column
 patch_inputs = converter([wide, photos[2]])
 naflex_gap = np.abs(
-    load(formats[0], paths["image"])(patch_inputs)["embeddings"]
+    load_exported(formats[0], paths["image"])(patch_inputs)["embeddings"]
     - keras.ops.convert_to_numpy(image_encoder_model(naflex, patches_per_image)(patch_inputs)[
         "embeddings"])
 ).max()

@@ -43,6 +43,8 @@ def _train(args):
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MainJobConfig)
                  if getattr(args, f.name, None) is not None}
+    if args.tpu and not args.distribution:
+        overrides["distribution"] = "tpu"
     config = MainJobConfig(**overrides)
     workdir = pathlib.Path(args.workdir)
     train(config, workdir, verbose=1 if sys.stdout.isatty() else 2)
@@ -150,6 +152,11 @@ def main(argv=None):
     ):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
                            help=f"{text} (default: MainJobConfig.{name})")
+    train.add_argument("--distribution", choices=("none", "data_parallel", "mirrored", "tpu"),
+                       help="multi-device training: data_parallel (JAX, every local device), "
+                       "mirrored or tpu (TensorFlow) (default: none)")
+    train.add_argument("--tpu", help="the TPU for --distribution tpu: 'local' on a TPU VM "
+                       "(default), a TPU name or grpc:// address")
     train.add_argument("--eval-examples", type=int, default=1000,
                        help="test images for the evaluation after training; 0 skips it "
                        "(default: 1000)")
@@ -226,7 +233,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
 
 

@@ -7,6 +7,7 @@ part of training, as in the paper), all fitted on `keras_siglip2.datasets.scenes
 `SigLIP2Trainer.fit`; then the evaluators on the test split.
 """
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -37,7 +38,7 @@ class MainJobConfig:
     (10, 64)
     """
 
-    steps: int = 2000
+    steps: int = 800
     epochs: int = 10  # checkpoints (and resumption points) per run
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -64,6 +65,11 @@ class MainJobConfig:
     auxiliary_start_fraction: float = 0.8
     ema_decay: float = 0.99
     seed: int = 0
+    # "none", "data_parallel" (JAX: keras.distribution over every local device),
+    # "mirrored" or "tpu" (TensorFlow: tf.distribute, TPU `tpu`: "local" on a TPU VM, a
+    # TPU name or grpc:// address).
+    distribution: str = "none"
+    tpu: str = "local"
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -113,6 +119,28 @@ def build_trainer(config, text_vocabulary_size):
     return trainer, vocab
 
 
+def _distribution_scope(config):
+    """The context to build the trainer in for `config.distribution` (fails fast)."""
+    from keras_siglip2.distribution import strategy
+
+    if config.distribution == "none":
+        return contextlib.nullcontext()
+    if config.distribution == "data_parallel":
+        if keras.config.backend() != "jax":
+            raise ValueError(
+                "distribution='data_parallel' uses keras.distribution, which drives JAX: set "
+                "KERAS_BACKEND=jax, or use 'mirrored' / 'tpu' on TensorFlow."
+            )
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if config.distribution in ("mirrored", "tpu"):
+        return strategy(config.distribution, tpu=config.tpu).scope()
+    raise ValueError(
+        f"Unknown distribution {config.distribution!r}: use 'none', 'data_parallel', "
+        "'mirrored' or 'tpu'."
+    )
+
+
 def train(config, workdir, verbose=1):
     """Trains the main job's model into `workdir`; resumes a run that was interrupted there.
 
@@ -122,10 +150,12 @@ def train(config, workdir, verbose=1):
     completes. Returns the trainer.
     """
     workdir = pathlib.Path(workdir)
+    scope = _distribution_scope(config)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json())
     tokenizer = scenes.tokenizer(sequence_length=config.text_length)
-    trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
+    with scope:
+        trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
     converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
     views = LocalViews(
         NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views

@@ -14,7 +14,7 @@ Example:
 
 import os
 
-import sentencepiece
+from keras_siglip2.datasets.vocabulary import train_gemma_like
 
 # A few dozen sentences in several scripts, mixed case on purpose so that lower-casing
 # changes the ids.
@@ -51,11 +51,6 @@ SENTENCES = [
     "tufaha, айпод, ένα μήλο, apple na nóta ag rá ipod",
 ]
 
-# Gemma's special pieces at Gemma's ids.
-SPECIALS = dict(
-    pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-    pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-)
 FILENAME = "tiny_gemma.model"
 
 
@@ -65,21 +60,8 @@ def train_tiny_spm(directory, vocab_size=640):
     if os.path.isfile(path):
         return path
     os.makedirs(os.fspath(directory), exist_ok=True)
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SENTENCES),
-        model_prefix=path[: -len(".model")],
-        vocab_size=vocab_size,
-        model_type="bpe",
-        byte_fallback=True,
-        # Below 1 so that the rarest characters are left to byte fallback, as in Gemma.
-        character_coverage=0.98,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        split_digits=True,
-        hard_vocab_limit=False,
-        num_threads=1,
-        minloglevel=2,
-        **SPECIALS,
-    )
+    # Coverage below 1 so that the rarest characters are left to byte fallback, as in Gemma.
+    proto = train_gemma_like(SENTENCES, vocab_size, character_coverage=0.98)
+    with open(path, "wb") as f:
+        f.write(proto)
     return path

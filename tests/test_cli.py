@@ -105,3 +105,15 @@ def test_cli_argument_errors_are_one_line(tmp_path):
         assert result.returncode == 2, (argv, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1].startswith("error: "), argv
         assert "Traceback" not in result.stderr
+
+
+def test_train_on_a_missing_tpu_fails_fast_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_siglip2", "train", "--tpu", "local", "--workdir",
+         str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    expected = "No TPU found" if keras.config.backend() == "tensorflow" else "TensorFlow"
+    assert last.startswith("error: ") and expected in last, last
+    assert not (tmp_path / "run").exists()  # nothing written before the check

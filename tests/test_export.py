@@ -25,6 +25,7 @@ from keras_siglip2.export import (
     UnsupportedExportError,
     export_encoders,
     image_encoder_model,
+    load_exported,
     supported_backends,
     text_encoder_model,
 )
@@ -37,25 +38,6 @@ MAX_PATCHES = 12
 VISION, NAFLEX = {**TINY_VISION, "num_layers": 1}, {**TINY_NAFLEX, "num_layers": 1}
 TEXT = {**TINY_TEXT, "num_layers": 1}
 TEXTS = ["A photo of a CAT.", "", "Eine Katze schläft auf dem Sofa. " * 3]
-
-
-def load_artefact(format, path):
-    """One exported encoder loaded by its format's own runtime: dict of numpy → dict of numpy."""
-    if format == "tf_saved_model":
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))
-        return lambda inputs: {k: v.numpy() for k, v in loaded.serve(inputs).items()}
-    if format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path))
-        names = [o.name for o in session.get_outputs()]
-        return lambda inputs: dict(zip(names, session.run(None, inputs)))
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path)).get_signature_runner()
-    return lambda inputs: runner(**inputs)
 
 
 def assert_matches(exported, keras_model, inputs):
@@ -116,8 +98,8 @@ def test_cli_export_matches_keras_at_two_batch_sizes(format, cli_exports, preset
 
     rng = np.random.default_rng(0)
     image_model, text_model = image_encoder_model(backbone), text_encoder_model(backbone)
-    image_encoder = load_artefact(format, destination / config["image_encoder"]["path"])
-    text_encoder = load_artefact(format, destination / config["text_encoder"]["path"])
+    image_encoder = load_exported(format, destination / config["image_encoder"]["path"])
+    text_encoder = load_exported(format, destination / config["text_encoder"]["path"])
     for batch in (1, 3):
         images = {"images": rng.uniform(-1, 1, (batch, 32, 32, 3)).astype("float32")}
         assert_matches(image_encoder, image_model, images)
@@ -163,7 +145,7 @@ def test_naflex_export_matches_keras(format, tmp_path):
     assert config["max_num_patches"] == MAX_PATCHES and config["patch_size"] == 4
     assert config["inputs"]["patches"]["shape"] == [None, MAX_PATCHES, 48]
     model = image_encoder_model(backbone, MAX_PATCHES)
-    exported = load_artefact(format, paths["image"])
+    exported = load_exported(format, paths["image"])
     # Aspect ratios from one patch to all twelve, padded to the same length.
     for shapes in ([(3, 4)], [(1, 1), (2, 5), (4, 3), (1, 7)]):
         assert_matches(exported, model, naflex_batch(shapes, MAX_PATCHES))

@@ -49,23 +49,27 @@ def training_texts(scenes_per_language=SCENES_PER_LANGUAGE):
     return [text.translate(_ASCII_LOWER) for text in texts]
 
 
-def build(path=None, scenes_per_language=SCENES_PER_LANGUAGE):
-    """Trains the vocabulary and returns its serialized model; writes it to `path` if given.
+def train_gemma_like(texts, vocabulary_size, character_coverage=1.0):
+    """A Gemma-like SentencePiece model trained on `texts`, as serialized bytes.
+
+    BPE with byte fallback, pad 0, eos 1, bos 2, unk 3, no dummy prefix, whitespace kept,
+    digits split, identity normalisation, single-threaded (so reproducible).
 
     Example:
     >>> import sentencepiece
-    >>> sp = sentencepiece.SentencePieceProcessor(model_proto=build(scenes_per_language=2))
-    >>> sp.vocab_size(), sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()
-    (1000, 0, 1, 2, 3)
+    >>> proto = train_gemma_like(["a red circle", "ein roter kreis"], vocabulary_size=40)
+    >>> sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    >>> sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()
+    (0, 1, 2, 3)
     """
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_texts(scenes_per_language)),
+        sentence_iterator=iter(texts),
         model_writer=model,
-        vocab_size=VOCABULARY_SIZE,
+        vocab_size=vocabulary_size,
         model_type="bpe",
         byte_fallback=True,
-        character_coverage=1.0,
+        character_coverage=character_coverage,
         add_dummy_prefix=False,
         remove_extra_whitespaces=False,
         normalization_rule_name="identity",
@@ -76,7 +80,19 @@ def build(path=None, scenes_per_language=SCENES_PER_LANGUAGE):
         pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
     )
-    proto = model.getvalue()
+    return model.getvalue()
+
+
+def build(path=None, scenes_per_language=SCENES_PER_LANGUAGE):
+    """Trains the vocabulary and returns its serialized model; writes it to `path` if given.
+
+    Example:
+    >>> import sentencepiece
+    >>> sp = sentencepiece.SentencePieceProcessor(model_proto=build(scenes_per_language=2))
+    >>> sp.vocab_size(), sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()
+    (1000, 0, 1, 2, 3)
+    """
+    proto = train_gemma_like(training_texts(scenes_per_language), VOCABULARY_SIZE)
     if path is not None:
         with open(path, "wb") as f:
             f.write(proto)
