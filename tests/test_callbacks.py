@@ -314,3 +314,21 @@ def test_terminate_on_nan_reports_loss_alone_and_ignores_healthy_runs():
     callback.on_batch_end(0, {"loss": float("inf"), "sigmoid_loss": 1.0})
     assert callback.bad_terms == {"loss": float("inf")} and stub.stop_training is True
     assert callback.message.startswith("Batch 0: non-finite loss=inf; training stopped.")
+
+
+def test_step_log_writes_each_steps_own_loss_and_survives_a_second_fit(tmp_path):
+    from keras_siglip2.callbacks import StepLog
+
+    path = tmp_path / "steps.csv"
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
+                                                                     kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # weights stay 0
+    y = np.array([[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]], "float32")
+    x = np.ones_like(y)
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[StepLog(path)])
+    log = StepLog.read(path)
+    per_batch = [(1 + 4) / 2, (9 + 16) / 2, (25 + 36) / 2]  # mse of each batch against 0
+    assert log["step"] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(log["loss"], per_batch * 2, rtol=1e-5)
+    model.fit(x[:2], y[:2], batch_size=2, epochs=1, verbose=0, callbacks=[StepLog(path)])
+    assert StepLog.read(path)["step"][-1] == 7

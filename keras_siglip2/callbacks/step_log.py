@@ -8,9 +8,10 @@ from keras import ops
 
 
 class StepLog(keras.callbacks.Callback):
-    """Appends `step, <log>...` after every training step to the CSV file `path`.
+    """Appends `step, <value>...` after every training step to the CSV file `path`.
 
-    `fit`'s history keeps one value per epoch; loss curves want every step. The step is
+    `fit`'s history keeps one value per epoch, and its per-step logs are running means over
+    the epoch; loss curves want each step's own value, which this recovers. The step is
     the optimizer's iteration count, so a run resumed by `keras.callbacks.BackupAndRestore`
     appends after the restored step, and `read(path)` keeps the last row written for each
     step (the re-run one).
@@ -30,10 +31,21 @@ class StepLog(keras.callbacks.Callback):
     def __init__(self, path):
         super().__init__()
         self.path = os.fspath(path)
+        self._means, self._count = {}, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._means, self._count = {}, 0
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras logs each metric's running mean over the epoch: the n-th step's own value
+        # is n·mean_n − (n−1)·mean_(n−1).
         step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        row = {"step": step, **{k: float(v) for k, v in (logs or {}).items()}}
+        means = {k: float(v) for k, v in (logs or {}).items()}
+        n = self._count = self._count + 1
+        row = {"step": step}
+        for key, mean in means.items():
+            row[key] = n * mean - (n - 1) * self._means.get(key, 0.0) if n > 1 else mean
+        self._means = means
         new = not os.path.exists(self.path)
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
