@@ -38,11 +38,13 @@ class MAPHead(keras.layers.Layer):
         self.norm.build((None, 1, width))
         self.mlp.build((None, 1, width))
 
-    def call(self, x, key_mask=None):
-        probe = ops.tile(ops.cast(self.probe, x.dtype), (ops.shape(x)[0], 1, 1))
-        y = self.attention(probe, x, key_mask=key_mask)
+    def call(self, x, key_mask=None, attention_mask=None):
+        """(B, D), or (B, Q, D) with `attention_mask` (B, Q, N): Q poolings, each over its keys."""
+        queries = 1 if attention_mask is None else ops.shape(attention_mask)[1]
+        probe = ops.tile(ops.cast(self.probe, x.dtype), (ops.shape(x)[0], queries, 1))
+        y = self.attention(probe, x, key_mask=key_mask, attention_mask=attention_mask)
         y = y + self.mlp(self.norm(y))
-        return y[:, 0]
+        return y[:, 0] if attention_mask is None else y
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

@@ -62,8 +62,8 @@ class TransformerBlock(keras.layers.Layer):
         for layer in (self.norm1, self.attention, self.norm2, self.mlp):
             layer.build(input_shape)
 
-    def call(self, x, key_mask=None):
-        x = x + self.attention(self.norm1(x), key_mask=key_mask)
+    def call(self, x, key_mask=None, attention_mask=None):
+        x = x + self.attention(self.norm1(x), key_mask=key_mask, attention_mask=attention_mask)
         return x + self.mlp(self.norm2(x))
 
     def compute_output_shape(self, input_shape):
@@ -118,12 +118,13 @@ class TransformerEncoder(keras.layers.Layer):
         for layer in (*self.blocks, self.final_norm):
             layer.build(input_shape)
 
-    def call(self, x, key_mask=None):
+    def call(self, x, key_mask=None, attention_mask=None):
+        masks = dict(key_mask=key_mask, attention_mask=attention_mask)
         for block in self.blocks:
             if self.remat:
-                x = keras.remat(lambda x, block=block: block(x, key_mask=key_mask))(x)
+                x = keras.remat(lambda x, block=block: block(x, **masks))(x)
             else:
-                x = block(x, key_mask=key_mask)
+                x = block(x, **masks)
         return self.final_norm(x)
 
     def compute_output_shape(self, input_shape):

@@ -1,5 +1,6 @@
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.packed_naflex import PackedNaFlexVisionEncoder, pack_naflex_batch
 from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 from keras_siglip2.models.locca_decoder import LocCaDecoder

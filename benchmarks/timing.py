@@ -1,0 +1,82 @@
+"""Timing shared by the benchmarks: interleaved repetitions, medians, a matmul-rate probe.
+
+On a shared machine the load drifts during a run, so every candidate is timed once per round
+(round-robin) and the figures are medians over rounds: ratios between candidates of the same
+run hold even when the absolute numbers do not.
+"""
+
+import time
+
+import numpy as np
+
+
+def interleaved(candidates, repeats, warmup=1):
+    """{name: [seconds per call]} for `candidates` {name: zero-argument callable}.
+
+    Each callable is first called `warmup` times (compilation), then once per round for
+    `repeats` rounds, the candidates in turn.
+
+    >>> times = interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=3)
+    >>> sorted(times), len(times["a"])
+    (['a', 'b'], 3)
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(seconds):
+    return float(np.median(seconds))
+
+
+def matmul_rate(n=2048, repeats=5):
+    """The machine's float32 matmul rate in FLOP/s: median of `repeats` n³ numpy products.
+
+    >>> matmul_rate(n=64, repeats=2) > 0
+    True
+    """
+    a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
+    a @ b
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - start)
+    return 2 * n**3 / median(seconds)
+
+
+def vit_flops(tokens, width, depth, mlp_dim, input_dim=0, map_head=False):
+    """Forward FLOPs (2 per multiply-add) of a pre-LN ViT/text encoder on one example.
+
+    Matmuls only (embedding of `input_dim`-wide inputs, q/k/v/out, attention scores and
+    mixing, MLP; plus a one-query MAP head): norms and activations are noise next to them.
+
+    >>> round(vit_flops(196, 768, 12, 3072, input_dim=768, map_head=True) / 1e9, 1)
+    35.4
+    """
+    per_layer = 2 * tokens * (4 * width**2 + 2 * width * mlp_dim) + 4 * tokens**2 * width
+    head = 0
+    if map_head:
+        head = 2 * (2 * width**2 + 2 * tokens * width**2) + 4 * tokens * width
+        head += 2 * 2 * width * mlp_dim
+    return 2 * tokens * input_dim * width + depth * per_layer + head
+
+
+def markdown_table(headers, rows):
+    """The rows as a Markdown table (numbers already formatted as strings).
+
+    >>> print(markdown_table(["a", "b"], [["1", "2"]]))
+    | a | b |
+    |---|---|
+    | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
