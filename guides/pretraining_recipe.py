@@ -1,8 +1,9 @@
 """
 Title: Pretraining SigLIP 2 with the whole recipe
 Author: keras_siglip2 developers
-Description: Every loss term of SigLIP 2 in one `model.fit`, with a loss curve per term.
-Accelerator: None (runs on a laptop CPU)
+Description: Every loss term of SigLIP 2 in one `model.fit` on the embedded dataset, with a
+loss curve per term.
+Accelerator: GPU recommended (runs on a laptop CPU at a small size)
 """
 
 """
@@ -11,159 +12,146 @@ Accelerator: None (runs on a laptop CPU)
 In Colab, install the package first:
 `!pip install git+https://github.com/keras-siglip2/keras_siglip2`
 
-`GUIDE_STEPS` (default 120) sets the training length; the test suite runs this guide with a
-handful of steps. Pick the backend with `KERAS_BACKEND` (jax, tensorflow or torch).
+`GUIDE_STEPS` (default 800, as the main job) sets the training length; the test suite runs
+this guide with a handful of steps and a tiny model. Pick the backend with `KERAS_BACKEND`
+(jax, tensorflow or torch). The same run, with evaluation, is `python -m keras_siglip2 train`.
 """
 
 import os
+import pathlib
+import tempfile
 
-import keras
-import numpy as np
 from PIL import Image
 
-from keras_siglip2 import (
-    LocCaDecoder,
-    SigLIP2Backbone,
-    SigLIP2TextEncoder,
-    SigLIP2Trainer,
-    SigLIP2VisionEncoder,
-)
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, TerminateOnNaN
-from keras_siglip2.locca_targets import LocCaVocabulary, make_locca_example
+from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TerminateOnNaN
+from keras_siglip2.datasets import scenes
+from keras_siglip2.main_job import MainJobConfig, build_trainer
+from keras_siglip2.pipelines import training_batches
 from keras_siglip2.plots import plot_curves
+from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
-STEPS = int(os.environ.get("GUIDE_STEPS", 120))
+TINY = "GUIDE_STEPS" in os.environ
+STEPS = int(os.environ.get("GUIDE_STEPS", 800))
 OUTPUT = os.environ.get("GUIDE_OUTPUT", "loss_curves.png")
-keras.utils.set_random_seed(0)
+WORK = pathlib.Path(tempfile.mkdtemp())
 
 """
-## A toy image-text dataset
+## The recipe, as a configuration
 
-Each image is one coloured square on a grey background; its caption names the colour and
-the position, and its box is the square's (y0, x0, y1, x1) in [0, 1]. Words get ids from a
-closed vocabulary (a real run uses `SigLIP2Tokenizer`): 0 is padding, 1 the end of text.
+SigLIP 2 trains one model with four loss terms:
+
+- **sigmoid**: every image of the batch against every caption, matching pairs positive
+  (SigLIP);
+- **LocCa**: a small decoder cross-attending to the image patches learns captioning,
+  referring expression → box and box → referring expression;
+- **self-distillation** (SILC): the image tower on small local crops matches an EMA teacher
+  on the whole image;
+- **masked prediction** (TIPS): with half of its patches masked, the image tower predicts
+  the teacher's per-patch outputs there.
+
+The last two are switched on for the last 20% of training, as in the paper.
+`MainJobConfig` holds every setting of the package's main job (a NaFlex image tower, the
+decoder, the heads, the optimizer); the defaults are the README's run. The test suite
+shrinks it.
 """
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220),
-           "yellow": (230, 210, 40)}
-WORDS = ["<pad>", "<eos>", "a", "square", "left", "right", "top", "bottom", *COLOURS]
-IDS = {w: i for i, w in enumerate(WORDS)}
-SIZE, PATCH, TEXT_LENGTH, DECODER_LENGTH, VIEWS = 32, 8, 8, 12, 2
-
-
-def encode(words):
-    ids = [IDS[w] for w in words.split()] + [IDS["<eos>"]]
-    return np.array(ids + [0] * (TEXT_LENGTH - len(ids)), "int32")
-
-
-def example(rng):
-    colour = rng.choice(list(COLOURS))
-    side = int(rng.integers(10, 16))
-    y, x = (int(v) for v in rng.integers(0, SIZE - side, 2))
-    image = np.full((SIZE, SIZE, 3), 128, "uint8")
-    image[y:y + side, x:x + side] = COLOURS[colour]
-    where = ("top" if y + side / 2 < SIZE / 2 else "bottom",
-             "left" if x + side / 2 < SIZE / 2 else "right")
-    caption = f"a {colour} square {where[0]} {where[1]}"
-    box = np.array([y, x, y + side, x + side], "float32") / SIZE
-    return image, caption, box, f"{colour} square"
-
-
-def local_views(image, rng):
-    """SILC's local views: random crops (here 40–70% of each side) resized to full size."""
-    views = []
-    for _ in range(VIEWS):
-        h, w = (int(SIZE * rng.uniform(0.4, 0.7)) for _ in range(2))
-        y, x = rng.integers(0, SIZE - h + 1), rng.integers(0, SIZE - w + 1)
-        crop = Image.fromarray(image[y:y + h, x:x + w]).resize((SIZE, SIZE), Image.BILINEAR)
-        views.append(np.asarray(crop))
-    return np.stack(views)
-
-
-vocab = LocCaVocabulary(text_vocabulary_size=len(WORDS), num_location_bins=16)
-rng = np.random.default_rng(0)
-n = 256
-data = {k: [] for k in ("images", "token_ids", "local_views", "decoder_input_ids",
-                        "decoder_target_ids", "decoder_loss_mask", "decoder_causal")}
-for i in range(n):
-    image, caption, box, region = example(rng)
-    data["images"].append(image)
-    data["token_ids"].append(encode(caption))
-    data["local_views"].append(local_views(image, rng))
-    task = ("cap", "aref", "gcap")[i % 3]
-    locca = make_locca_example(
-        task, encode(caption)[: len(caption.split())], box,
-        encode(region)[: len(region.split())], i % 2 == 0, vocab, DECODER_LENGTH,
+config = MainJobConfig(steps=STEPS, epochs=min(10, STEPS))
+if TINY:
+    config = MainJobConfig(
+        steps=STEPS, epochs=2, batch_size=8, max_num_patches=16, width=32, depth=1,
+        num_heads=2, text_depth=1, text_length=32, decoder_depth=1, decoder_length=36,
+        local_view_patches=4, distillation_dim=32,
+        # Every term from the first step: one compiled train step instead of two (the
+        # steps without the self-supervised terms are a separate, smaller program).
+        auxiliary_start_fraction=0.0,
     )
-    for key in ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask",
-                "decoder_causal"):
-        data[key].append(locca[key])
-data = {k: np.stack(v) for k, v in data.items()}
-for key in ("images", "local_views"):  # big_vision's value range: [0, 255] → [-1, 1]
-    data[key] = data[key].astype("float32") / 127.5 - 1.0
-print({k: v.shape for k, v in data.items()})
+print(config.to_json())
 
 """
-## The model and the recipe
+## The data
 
-A tiny SigLIP 2: both towers, a LocCa decoder, and the self-distillation heads. The
-trainer computes four terms; the self-supervised ones are switched on for the last 20% of
-training by `AuxiliaryLossSchedule`, and `EMATeacher` moves the teacher after each step.
+`keras_siglip2.datasets.scenes` is embedded in the package: pictures of 1–4 coloured shapes
+drawn on the fly, at aspect ratios from 1:2 to 2:1, each with a caption (in one of five
+languages), a box and a referring expression per object. Its SentencePiece vocabulary
+ships with it: `scenes.tokenizer()`.
 """
 
-backbone = SigLIP2Backbone(
-    SigLIP2VisionEncoder(image_size=SIZE, patch_size=PATCH, hidden_dim=32, num_layers=2,
-                         num_heads=2, intermediate_dim=64),
-    SigLIP2TextEncoder(vocabulary_size=len(WORDS), sequence_length=TEXT_LENGTH,
-                       hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64,
-                       embedding_dim=32),
+tokenizer = scenes.tokenizer(sequence_length=config.text_length)
+example = scenes.example("train", 0)
+print(example["image"].shape, example["caption"])
+print(example["referring_expressions"], example["boxes"].round(2).tolist())
+
+"""
+`pipelines.training_batches` maps the `tf.data` examples to the trainer's inputs:
+
+- the image as a NaFlex patch sequence (`NaFlexImageConverter`: native aspect ratio, at
+  most `max_num_patches` patches) and the caption's `token_ids`;
+- one LocCa task per example (its decoder inputs, targets and loss mask), drawn from the
+  caption, the boxes and the referring expressions with the `LocCaVocabulary` (the text
+  vocabulary plus location bins and task tokens) that `build_trainer` returns;
+- SILC's `local_views`: random crops, each as a short NaFlex sequence.
+
+Every random draw is seeded by the example's index, so the pipeline is reproducible.
+"""
+
+trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
+converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
+views = LocalViews(
+    NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
 )
-trainer = SigLIP2Trainer(
-    backbone,
-    decoder=LocCaDecoder(vocabulary_size=vocab.size, sequence_length=DECODER_LENGTH,
-                         hidden_dim=32, num_layers=1, num_heads=2, intermediate_dim=64),
-    distillation_dim=64, head_hidden_dim=64, head_bottleneck_dim=16, seed=0,
-)
-trainer.compile(optimizer=keras.optimizers.AdamW(3e-3, weight_decay=1e-4))
+batches = training_batches(
+    scenes.load("train", seed=config.seed), tokenizer, converter, config.batch_size,
+    vocab, config.decoder_length, views, seed=config.seed,
+).prefetch(2)
+batch = next(iter(batches))
+for key, value in batch.items():
+    shapes = {k: tuple(v.shape) for k, v in value.items()} if isinstance(value, dict) else (
+        tuple(value.shape))
+    print(f"{key:20s} {shapes}")
 
+"""
+## The model and the training run
 
-class PerStep(keras.callbacks.Callback):
-    """Keeps the logs after every step (fit's history has one value per epoch)."""
+`build_trainer` builds the NaFlex image tower, the text tower, the LocCa decoder and the
+DINO heads of SILC / TIPS into one compiled `SigLIP2Trainer` (AdamW, warm-up then cosine
+decay). Three callbacks complete the recipe: `EMATeacher` moves the teacher towards the
+student after each step, `AuxiliaryLossSchedule` switches the self-supervised terms on at
+80% of training, `TerminateOnNaN` stops a diverging run. `StepLog` writes every step's
+terms to a CSV file.
+"""
 
-    def on_train_begin(self, logs=None):
-        self.steps = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps.append({k: float(v) for k, v in logs.items()})
-
-
-batch_size = 32
-steps_per_epoch = n // batch_size
-per_step = PerStep()
+print(trainer.terms)
+epochs = config.epochs
 trainer.fit(
-    data, batch_size=batch_size, epochs=max(1, STEPS // steps_per_epoch), verbose=2,
-    callbacks=[EMATeacher(0.99), AuxiliaryLossSchedule(start_fraction=0.8), TerminateOnNaN(),
-               per_step],
+    batches, epochs=epochs, steps_per_epoch=config.steps // epochs, verbose=2,
+    callbacks=[
+        EMATeacher(config.ema_decay),
+        AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction),
+        TerminateOnNaN(),
+        StepLog(WORK / "steps.csv"),
+    ],
 )
 
 """
 ## One curve per term
 
-Keras logs each term as a running mean over the current epoch; `PerStep` recorded it after
-every step. `plot_curves` draws one panel per term with PIL.
+Keras logs each term as a running mean over the current epoch; `StepLog` recovered each
+step's own value. `plot_curves` draws one panel per term with PIL.
 """
 
-TERMS = trainer.terms
-curves = {t: [s[t] for s in per_step.steps] for t in TERMS}
+log = StepLog.read(WORK / "steps.csv")
+curves = {term: log[term] for term in ["loss", *trainer.terms]}
 for term, values in curves.items():
     print(f"{term:24s} first {values[0]:8.4f}  last {values[-1]:8.4f}")
-
-
 plot_curves(curves, OUTPUT)
 print("saved", OUTPUT)
+Image.open(OUTPUT)  # a notebook shows the figure here
 
 """
 The sigmoid and LocCa losses fall from the start. The self-distillation and
 masked-prediction terms are zero until 80% of training, then join the total: the curves
-show each one at the moment it is switched on.
+show each one at the moment it is switched on. To keep the model, save it with
+`keras_siglip2.checkpoint.save_checkpoint(directory, trainer.backbone, tokenizer, converter,
+trainer.decoder, vocab)`; `python -m keras_siglip2 train` does all of this and then runs the
+evaluators.
 """

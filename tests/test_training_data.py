@@ -60,6 +60,7 @@ def test_multi_length_batches_have_one_shape_each_and_see_every_image_once():
     for b in batches:
         length = b["patches"].shape[1]
         assert b["patch_mask"].shape == (4, length) and length in lengths
+        assert "image" not in b  # replaced by the NaFlex keys
         assert int(tf.reduce_max(tf.reduce_sum(b["patch_mask"], -1))) <= length
         by_length[length] = by_length.get(length, 0) + 1
     assert by_length == {4: 2, 8: 2, 16: 2}

@@ -33,7 +33,8 @@ def naflex_multi_length_batches(
     def convert(converter):
         def fn(example):
             example = dict(example)
-            return {**example, **converter(example.pop(image_key))}
+            image = example.pop(image_key)  # before unpacking: the image must not pass through
+            return {**example, **converter(image)}
 
         return fn
 
