@@ -204,7 +204,7 @@ for format in formats:
 if "tf_saved_model" in formats:
     import tensorflow as tf
 
-    text_encoder = tf.saved_model.load_exported(str(WORK / "tf_saved_model" / "text_encoder"))
+    text_encoder = tf.saved_model.load(str(WORK / "tf_saved_model" / "text_encoder"))
     from_strings = text_encoder.serve_text(tf.constant(CAPTIONS))["embeddings"].numpy()
     print("serve_text vs token ids:", np.abs(from_strings - text_encoder.serve(
         {"token_ids": token_ids})["embeddings"].numpy()).max())

@@ -57,7 +57,7 @@ def train_gemma_like(texts, vocabulary_size, character_coverage=1.0):
 
     Example:
     >>> import sentencepiece
-    >>> proto = train_gemma_like(["a red circle", "ein roter kreis"], vocabulary_size=40)
+    >>> proto = train_gemma_like(["a red circle", "ein roter kreis"], vocabulary_size=300)
     >>> sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
     >>> sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()
     (0, 1, 2, 3)
