@@ -202,6 +202,8 @@ class SigLIP2Trainer(keras.Model):
             object.__setattr__(self, "_mask_seeds", generator)  # untracked: no duplicate state
         if reference is not None:
             reference.trainable = False
+        # Every variable exists by now (e.g. BackupAndRestore on TF needs a built model).
+        self.built = True
 
     @property
     def ema_pairs(self):
