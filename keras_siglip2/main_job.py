@@ -23,7 +23,7 @@ from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
 from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 from keras_siglip2.models.trainer import SigLIP2Trainer
-from keras_siglip2.pipelines import training_batches
+from keras_siglip2.pipelines import converted_image, training_batches
 from keras_siglip2.plots import plot_curves
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
@@ -52,7 +52,7 @@ class MainJobConfig:
     num_heads: int = 4
     text_depth: int = 2
     text_length: int = 48
-    # LocCa decoder (None-free switches: the ablation turns terms off).
+    # LocCa decoder; `locca` / `self_distillation` switch terms off (benchmarks/ablation.py).
     locca: bool = True
     decoder_depth: int = 2
     decoder_length: int = 48
@@ -191,8 +191,7 @@ def _converted_batches(examples, image_converter, batch_size, **extra):
     import tensorflow as tf
 
     def fn(example):
-        image = image_converter(example["image"])
-        image = image if isinstance(image, dict) else {"images": image}
+        image = converted_image(image_converter, example["image"])
         return {**image, **{k: f(example) for k, f in extra.items()}}
 
     return examples.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)

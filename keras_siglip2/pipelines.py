@@ -15,7 +15,15 @@ from keras_siglip2.preprocessing import NaFlexImageConverter
 _DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
 
 
-def _converted(image_converter, image):
+def converted_image(image_converter, image):
+    """The converter's output as a dict of model inputs: `images`, or the NaFlex keys.
+
+    Example:
+    >>> from keras_siglip2.preprocessing import SigLIP2ImageConverter
+    >>> out = converted_image(SigLIP2ImageConverter(16), tf.zeros((20, 30, 3), tf.uint8))
+    >>> sorted(out), tuple(out["images"].shape)
+    (['images'], (16, 16, 3))
+    """
     out = image_converter(image)
     return out if isinstance(out, dict) else {"images": out}
 
@@ -49,7 +57,7 @@ def training_batches(
     def fn(index, example):
         example_seed = tf.stack([tf.cast(seed, tf.int32), tf.cast(index, tf.int32)])
         token_ids = tokenizer(example["caption"])
-        batch = {"token_ids": token_ids, **_converted(image_converter, example["image"])}
+        batch = {"token_ids": token_ids, **converted_image(image_converter, example["image"])}
         if vocabulary is not None:
             locca = sample_locca_example(
                 token_ids, example["boxes"], tokenizer(example["referring_expressions"]),
@@ -82,7 +90,7 @@ def referring_batches(examples, tokenizer, image_converter, batch_size):
     """
 
     def per_object(example):
-        image = _converted(image_converter, example["image"])
+        image = converted_image(image_converter, example["image"])
         count = tf.shape(example["boxes"])[0]
         repeat = lambda x: tf.repeat(x[None], count, axis=0)  # noqa: E731
         return tf.data.Dataset.from_tensor_slices({
@@ -113,7 +121,7 @@ def dense_batches(examples, image_converter, batch_size, patch_size=None, ignore
         raise ValueError("Give the image tower's `patch_size` with a fixed-resolution converter.")
 
     def fn(example):
-        image = _converted(image_converter, example["image"])
+        image = converted_image(image_converter, example["image"])
         if "spatial_shapes" in image:
             grid, length = image["spatial_shapes"], tf.shape(image["patches"])[0]
         else:
