@@ -8,8 +8,8 @@ import keras
 import numpy as np
 
 from keras_siglip2.layers.logits import l2_normalize
+from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS
 
-NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
 
 
 def numpy_batches(dataset):

@@ -8,6 +8,9 @@ from keras_siglip2.losses.masked_prediction import apply_token_mask
 from keras_siglip2.layers.naflex_position_embedding import NaFlexPositionEmbedding
 from keras_siglip2.layers.transformer import TransformerEncoder
 
+# The tower's inputs, as `NaFlexImageConverter` returns them.
+NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
+
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
 class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):

@@ -6,6 +6,7 @@ from keras import ops
 from keras_siglip2.curation import gather_batch, learnability_scores, select_learnable
 from keras_siglip2.layers.dino_head import DINOHead
 from keras_siglip2.layers.logits import l2_normalize
+from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS
 from keras_siglip2.losses.captioning import token_cross_entropy
 from keras_siglip2.losses.masked_prediction import masked_prediction_loss, random_patch_mask
 from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
@@ -14,7 +15,6 @@ from keras_siglip2.losses.sigmoid import sharded_sigmoid_loss, sigmoid_loss
 
 TERMS = ("sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss")
 _DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
-_NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
 
 
 def _clone(layer):
@@ -221,7 +221,7 @@ class SigLIP2Trainer(keras.Model):
 
     def _images(self, x):
         if self.backbone.is_naflex:
-            return {k: x[k] for k in _NAFLEX_KEYS}
+            return {k: x[k] for k in NAFLEX_KEYS}
         return x["images"]
 
     def _curate(self, x):
@@ -235,7 +235,7 @@ class SigLIP2Trainer(keras.Model):
         return gather_batch(x, select_learnable(scores, keep))
 
     def _backbone_inputs(self, x):
-        keys = (*_NAFLEX_KEYS, "token_ids") if self.backbone.is_naflex else ("images", "token_ids")
+        keys = (*NAFLEX_KEYS, "token_ids") if self.backbone.is_naflex else ("images", "token_ids")
         return {k: x[k] for k in keys}
 
     def call(self, x, training=False):
