@@ -19,10 +19,10 @@ Every batch is a dict of arrays/tensors with the image inputs of the backbone's 
 Helpers: `zero_shot_classifier` (prompt-ensembled class embeddings), `recall_at_k` (ranking on
 given embeddings), `box_iou`, `patch_labels` (per-patch majority labels of a segmentation
 map), `mean_iou` (from a confusion matrix), `greedy_decode` / `parallel_decode` (LocCa
-decoding), `image_inputs` (the image inputs of a batch), `numpy_batches`.
+decoding), `numpy_batches`.
 """
 
-from keras_siglip2.evaluation.batches import image_inputs, numpy_batches
+from keras_siglip2.evaluation.batches import numpy_batches
 from keras_siglip2.evaluation.decoding import greedy_decode, parallel_decode
 from keras_siglip2.evaluation.dense_probe import dense_probe_miou, mean_iou, patch_labels
 from keras_siglip2.evaluation.referring import box_iou, referring_box_iou

@@ -8,8 +8,6 @@ import keras
 import numpy as np
 
 from keras_siglip2.layers.logits import l2_normalize
-from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS
-
 
 
 def numpy_batches(dataset):
@@ -31,31 +29,6 @@ def numpy_batches(dataset):
         yield {key: keras.ops.convert_to_numpy(value) for key, value in batch.items()}
 
 
-def image_inputs(backbone, batch):
-    """The image-tower input of `batch`: `images`, or the dict of NaFlex keys for NaFlex.
-
-    Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
-    >>> image_inputs(backbone, {"images": np.zeros((2, 16, 16, 3)), "label": [0, 1]}).shape
-    (2, 16, 16, 3)
-    """
-    keys = NAFLEX_KEYS if backbone.is_naflex else ("images",)
-    missing = [key for key in keys if key not in batch]
-    if missing:
-        tower = "a NaFlex" if backbone.is_naflex else "a fixed-resolution"
-        raise KeyError(
-            f"The batch has no {missing}, which {tower} image tower takes; it has "
-            f"{sorted(batch)}. Map the images through "
-            f"{'NaFlexImageConverter' if backbone.is_naflex else 'SigLIP2ImageConverter'}."
-        )
-    return {key: batch[key] for key in keys} if backbone.is_naflex else batch["images"]
-
-
 def encode_image_batch(backbone, batch):
     """The image tower on `batch`'s image inputs, as numpy.
 
@@ -74,7 +47,7 @@ def encode_image_batch(backbone, batch):
     >>> out["embeddings"].shape, out["tokens"].shape, bool(out["token_mask"].all())
     ((2, 8), (2, 4, 8), True)
     """
-    inputs = image_inputs(backbone, batch)
+    inputs = backbone.image_inputs(batch)
     outputs = backbone.vision_encoder.predict_on_batch(inputs)
     tokens = np.asarray(outputs["sequence_output"])
     if backbone.is_naflex:

@@ -6,7 +6,7 @@ import keras
 import keras_hub
 
 from keras_siglip2.layers.logits import SigmoidLogits, l2_normalize
-from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS, SigLIP2NaFlexVisionEncoder
 
 
 def _fresh_inputs(model):
@@ -69,17 +69,17 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         self.text_encoder = text_encoder
         self.logits_head = SigmoidLogits(logit_scale_init, logit_bias_init, name="logits")
 
-        image_inputs = _fresh_inputs(vision_encoder)
-        if not isinstance(image_inputs, dict):
-            image_inputs = {"images": image_inputs}
+        tower_inputs = _fresh_inputs(vision_encoder)
+        if not isinstance(tower_inputs, dict):
+            tower_inputs = {"images": tower_inputs}
         token_ids = _fresh_inputs(text_encoder)
         image_embeddings = l2_normalize(
-            vision_encoder(self._image_input(image_inputs))["pooled_output"]
+            vision_encoder(self.image_inputs(tower_inputs))["pooled_output"]
         )
         text_embeddings = l2_normalize(text_encoder(token_ids)["pooled_output"])
         logits = self.logits_head(image_embeddings, text_embeddings)
         super().__init__(
-            inputs={**image_inputs, "token_ids": token_ids},
+            inputs={**tower_inputs, "token_ids": token_ids},
             outputs={
                 "image_embeddings": image_embeddings,
                 "text_embeddings": text_embeddings,
@@ -116,8 +116,31 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
     def is_naflex(self):
         return isinstance(self.vision_encoder, SigLIP2NaFlexVisionEncoder)
 
-    def _image_input(self, inputs):
-        return inputs if self.is_naflex else inputs["images"]
+    def image_inputs(self, batch):
+        """The image tower's input in `batch`: `images`, or the dict of the NaFlex keys.
+
+        Example:
+        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
+        >>> backbone = SigLIP2Backbone(
+        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+        ...                          num_heads=2, intermediate_dim=16),
+        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
+        ...                        embedding_dim=8))
+        >>> batch = {"images": keras.ops.zeros((2, 16, 16, 3)), "label": [0, 1]}
+        >>> tuple(backbone.image_inputs(batch).shape)
+        (2, 16, 16, 3)
+        """
+        keys = NAFLEX_KEYS if self.is_naflex else ("images",)
+        missing = [key for key in keys if key not in batch]
+        if missing:
+            tower, converter = (("a NaFlex", "NaFlexImageConverter") if self.is_naflex
+                                else ("a fixed-resolution", "SigLIP2ImageConverter"))
+            raise KeyError(
+                f"The batch has no {missing}, which {tower} image tower takes; it has "
+                f"{sorted(batch)}. Map the images through {converter}."
+            )
+        return {key: batch[key] for key in keys} if self.is_naflex else batch["images"]
 
     def encode_images(self, images):
         """L2-normalised image embeddings (B, E).
@@ -133,7 +156,7 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
                 "patch_mask, spatial_shapes), not an image array."
             )
         if isinstance(images, dict):
-            images = self._image_input(images)
+            images = self.image_inputs(images)
         return l2_normalize(self.vision_encoder(images)["pooled_output"])
 
     def encode_text(self, token_ids):

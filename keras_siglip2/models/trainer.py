@@ -6,7 +6,6 @@ from keras import ops
 from keras_siglip2.curation import gather_batch, learnability_scores, select_learnable
 from keras_siglip2.layers.dino_head import DINOHead
 from keras_siglip2.layers.logits import l2_normalize
-from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS
 from keras_siglip2.losses.captioning import token_cross_entropy
 from keras_siglip2.losses.masked_prediction import masked_prediction_loss, random_patch_mask
 from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
@@ -219,11 +218,6 @@ class SigLIP2Trainer(keras.Model):
             pairs += list(zip(teacher.weights, student.weights, strict=True))
         return pairs
 
-    def _images(self, x):
-        if self.backbone.is_naflex:
-            return {k: x[k] for k in NAFLEX_KEYS}
-        return x["images"]
-
     def _curate(self, x):
         """Keeps the most learnable examples of the super-batch `x` (ACID)."""
         backbone, reference = self.backbone, self.reference
@@ -235,15 +229,16 @@ class SigLIP2Trainer(keras.Model):
         return gather_batch(x, select_learnable(scores, keep))
 
     def _backbone_inputs(self, x):
-        keys = (*NAFLEX_KEYS, "token_ids") if self.backbone.is_naflex else ("images", "token_ids")
-        return {k: x[k] for k in keys}
+        images = self.backbone.image_inputs(x)
+        return {**(images if self.backbone.is_naflex else {"images": images}),
+                "token_ids": x["token_ids"]}
 
     def call(self, x, training=False):
         """The unweighted loss terms of batch `x`: a dict of float32 scalars."""
         if self.reference is not None and training:
             x = self._curate(x)
         vision = self.backbone.vision_encoder
-        tokens, key_mask = vision.embed(self._images(x))
+        tokens, key_mask = vision.embed(self.backbone.image_inputs(x))
         image = vision.encode(tokens, key_mask)
         image_embeddings = l2_normalize(image["pooled_output"])
         text_embeddings = self.backbone.encode_text(x["token_ids"])
@@ -291,7 +286,7 @@ class SigLIP2Trainer(keras.Model):
                 "distillation_dim=None."
             )
         vision = self.backbone.vision_encoder
-        teacher = self.teacher.encode(*self.teacher.embed(self._images(x)))
+        teacher = self.teacher.encode(*self.teacher.embed(self.backbone.image_inputs(x)))
         teacher = keras.tree.map_structure(ops.stop_gradient, teacher)
         teacher_global = self.teacher_global_head(teacher["pooled_output"])[:, None]
 
@@ -313,7 +308,8 @@ class SigLIP2Trainer(keras.Model):
         mask = random_patch_mask(
             batch, num_patches, self.mask_ratio, self._mask_seeds, valid_mask=key_mask
         )
-        masked = vision.encode(*vision.embed(self._images(x), mask, self.mask_token))
+        images = self.backbone.image_inputs(x)
+        masked = vision.encode(*vision.embed(images, mask, self.mask_token))
         teacher_patches = self.teacher_patch_head(teacher["sequence_output"])
         predicted = masked_prediction_loss(
             self.patch_head(masked["sequence_output"]), teacher_patches, mask,
