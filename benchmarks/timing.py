@@ -36,20 +36,16 @@ def median(seconds):
     return float(np.median(seconds))
 
 
-def matmul_rate(n=2048, repeats=5):
-    """The machine's float32 matmul rate in FLOP/s: median of `repeats` n³ numpy products.
+def matmul_probe(n=2048):
+    """(callable, FLOPs): one float32 n³ numpy matmul, to time as one more candidate in the
+    same interleaved rounds as the models, so that its rate sees the same load they do.
 
-    >>> matmul_rate(n=64, repeats=2) > 0
-    True
+    >>> probe, flops = matmul_probe(n=64)
+    >>> probe().shape, flops
+    ((64, 64), 524288)
     """
     a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
-    a @ b
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        seconds.append(time.perf_counter() - start)
-    return 2 * n**3 / median(seconds)
+    return (lambda: a @ b), 2 * n**3
 
 
 def vit_flops(tokens, width, depth, mlp_dim, input_dim=0, map_head=False):

@@ -3,15 +3,14 @@
 import keras
 from keras import ops
 
-# Large but finite so that a row whose keys are all masked stays NaN-free.
-_MASK_VALUE = -1e9
-
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
 class MultiHeadAttention(keras.layers.Layer):
     """Scaled dot-product attention as in big_vision's ViT (biases on q, k, v, out).
 
-    The softmax is computed in float32 whatever the layer's compute dtype.
+    The core is `keras.ops.dot_product_attention`: on JAX and TensorFlow its softmax runs in
+    float32 whatever the compute dtype, on PyTorch it is `scaled_dot_product_attention`'s
+    fused kernel (and on GPUs each backend's flash path where the shapes allow it).
 
     Args:
         num_heads: number of attention heads; must divide the input width.
@@ -51,22 +50,16 @@ class MultiHeadAttention(keras.layers.Layer):
         split = lambda x: ops.reshape(  # noqa: E731
             x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim)
         )
-        q = split(self.query_dense(query)) * ops.cast(
-            self.head_dim**-0.5, self.compute_dtype
-        )
+        q = split(self.query_dense(query))
         k = split(self.key_dense(value))
         v = split(self.value_dense(value))
-        scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", q, k), "float32")
         keep = None
         if key_mask is not None:
             keep = ops.cast(key_mask, "bool")[:, None, None, :]
         if attention_mask is not None:
             full = ops.cast(attention_mask, "bool")[:, None, :, :]
             keep = full if keep is None else ops.logical_and(keep, full)
-        if keep is not None:
-            scores = ops.where(keep, scores, _MASK_VALUE)
-        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        out = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        out = ops.dot_product_attention(q, k, v, mask=keep, scale=self.head_dim**-0.5)
         out = ops.reshape(out, (ops.shape(out)[0], -1, self.num_heads * self.head_dim))
         return self.out_dense(out)
 
