@@ -42,17 +42,18 @@ def main():
         workdir = pathlib.Path(args.workdir) / name.replace(" ", "").replace("/", "_")
         start = time.perf_counter()
         train(config, workdir, verbose=0)
-        minutes = (time.perf_counter() - start) / 60
+        trained = time.perf_counter()
         results = evaluate(workdir / "checkpoint", num_examples=args.eval_examples,
                            probe_examples=max(1, args.eval_examples // 2))
+        minutes = ((trained - start) / 60, (time.perf_counter() - trained) / 60)
         rows[name] = (results, minutes)
-        print(f"{name}: trained {args.steps} steps in {minutes:.1f} min", flush=True)
-    header = f"| recipe | {' | '.join(COLUMNS.values())} | train min |"
-    print(header)
-    print("|" + "---|" * (len(COLUMNS) + 2))
+        print(f"{name}: trained {args.steps} steps in {minutes[0]:.1f} min, evaluated in "
+              f"{minutes[1]:.1f} min: {results}", flush=True)
+    print(f"| recipe | {' | '.join(COLUMNS.values())} | train min | eval min |")
+    print("|" + "---|" * (len(COLUMNS) + 3))
     for name, (results, minutes) in rows.items():
         cells = [f"{results[k]:.3f}" if k in results else "–" for k in COLUMNS]
-        print(f"| {name} | {' | '.join(cells)} | {minutes:.1f} |")
+        print(f"| {name} | {' | '.join(cells)} | {minutes[0]:.1f} | {minutes[1]:.1f} |")
 
 
 if __name__ == "__main__":
