@@ -261,11 +261,13 @@ def format_results(results):
     """The evaluators' table as text, one metric per row.
 
     Example:
-    >>> print(format_results({"zero-shot colour accuracy": 0.95}))
-    | metric                         |  value |
-    |--------------------------------|--------|
-    | zero-shot colour accuracy      | 0.9500 |
+    >>> print(format_results({"zero-shot colour accuracy": 0.95, "box IoU": 0.5}))
+    | metric                    |  value |
+    |---------------------------|--------|
+    | zero-shot colour accuracy | 0.9500 |
+    | box IoU                   | 0.5000 |
     """
-    lines = [f"| {'metric':30} |  value |", f"|{'-' * 32}|--------|"]
-    lines += [f"| {name:30} | {value:.4f} |" for name, value in results.items()]
+    width = max(len("metric"), *map(len, results))
+    lines = [f"| {'metric':{width}} |  value |", f"|{'-' * (width + 2)}|--------|"]
+    lines += [f"| {name:{width}} | {value:.4f} |" for name, value in results.items()]
     return "\n".join(lines)
