@@ -51,19 +51,19 @@ def main():
 
     batches = {n: padded_batch([squarest_grid(n)] * args.batch, n, 16, rng) for n in args.lengths}
     images = rng.uniform(-1, 1, (args.batch, 256, 256, 3)).astype("float32")
-    candidates = {
-        f"naflex {n}": (lambda b=b: naflex.predict_on_batch(b)["pooled_output"])
-        for n, b in batches.items()
-    }
+    candidates, tokens = {}, {}  # tokens: name → (sequence length, real patches)
+    for n, b in batches.items():
+        candidates[f"naflex {n}"] = lambda b=b: naflex.predict_on_batch(b)["pooled_output"]
+        tokens[f"naflex {n}"] = (n, int(b["patch_mask"][0].sum()))
     if 256 in batches:
         candidates["fixed 256 px"] = lambda: fixed.predict_on_batch(images)["pooled_output"]
+        tokens["fixed 256 px"] = (256, 256)
     times = interleaved({**candidates, "matmul": probe}, args.repeats)
     rate = probe_flops / median(times.pop("matmul"))
 
     rows = []
     for name, seconds in times.items():
-        length = 256 if name.startswith("fixed") else int(name.split()[1])
-        real = 256 if name.startswith("fixed") else int(batches[length]["patch_mask"][0].sum())
+        length, real = tokens[name]
         flops = vit_flops(length, 768, 12, 3072, input_dim=16 * 16 * 3, map_head=True)
         s = median(seconds)
         rows.append([name, str(length), str(real), f"{args.batch / s:.2f}",
