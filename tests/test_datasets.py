@@ -113,9 +113,9 @@ def test_annotations_are_consistent():
             assert (inside[:, 0] > 0).any() and (inside[:, -1] > 0).any()
             assert not covered[y0:y1, x0:x1].any(), "boxes overlap"
             covered[y0:y1, x0:x1] = True
-            # Small objects: at least 1/5 of the short side; large ones clearly larger.
+            # Small objects: about a quarter of the short side; large ones clearly larger.
             extent = max(y1 - y0, x1 - x0) / short
-            assert (0.2 <= extent <= 0.29) if size == 0 else (0.36 <= extent <= 0.49)
+            assert (0.24 <= extent <= 0.33) if size == 0 else (0.4 <= extent <= 0.53)
         # Every foreground pixel belongs to some object's box.
         assert not (segmentation[~covered] > 0).any()
 

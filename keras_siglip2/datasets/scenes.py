@@ -45,8 +45,8 @@ COLOUR_RGB = np.array([
 ], np.float32)
 BACKGROUND_RGB = np.array([(235, 235, 235), (128, 128, 128), (28, 28, 28)], np.float32)
 # Object side as a fraction of the image's short side, per size.
-SIZE_FRACTIONS = ((0.235, 0.28), (0.42, 0.48))
-_TEXTURE_SHADE = 0.55  # stripes and dots are the object's colour, darkened.
+SIZE_FRACTIONS = ((0.27, 0.32), (0.45, 0.52))
+_TEXTURE_SHADE = 0.72  # stripes and dots: the object's colour, darkened (0.55 turned orange brown)
 _HELD_OUT = {(COLOURS.index(c), SHAPES.index(s)) for c, s in HELD_OUT_PAIRS}
 _ALL_PAIRS = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
 _TRAIN_PAIRS = [p for p in _ALL_PAIRS if p not in _HELD_OUT]
