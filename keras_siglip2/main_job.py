@@ -38,7 +38,7 @@ class MainJobConfig:
     (10, 64)
     """
 
-    steps: int = 560
+    steps: int = 500
     epochs: int = 10  # checkpoints (and resumption points) per run
     batch_size: int = 64
     learning_rate: float = 1e-3

@@ -6,7 +6,10 @@ greedily (causal) or in one parallel pass, restricted to the location bins, and 
 bin centres by `LocCaVocabulary.decode_box`.
 """
 
+import functools
+
 import numpy as np
+import tensorflow as tf
 
 from keras_siglip2.evaluation.batches import encode_image_batch, numpy_batches
 from keras_siglip2.evaluation.decoding import greedy_decode, parallel_decode
@@ -34,6 +37,25 @@ def box_iou(a, b):
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
 
 
+@functools.cache
+def _aref_prefix_fn(vocabulary, sequence_length):
+    """A `tf.function` (B, L) ids → (B, T) prefixes, traced once instead of eager ops per row."""
+
+    def row(ids):
+        region = strip_text_ids(ids, vocabulary.pad_id, vocabulary.eos_id)
+        # The parallel layout is [AREF] + prefix + [MASK]s: drop the masks.
+        inputs = make_locca_example(
+            "aref", None, tf.zeros([4]), region, False, vocabulary, sequence_length
+        )["decoder_input_ids"]
+        return tf.where(inputs == vocabulary.mask_id, vocabulary.pad_id, inputs)
+
+    return tf.function(
+        lambda ids: tf.map_fn(row, ids, fn_output_signature=tf.TensorSpec([sequence_length],
+                                                                         tf.int32)),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)],
+    )
+
+
 def aref_prefix_ids(prompt_ids, vocabulary, sequence_length):
     """(B, T) [AREF] + region caption ids, pad after, from (B, L) tokenizer outputs.
 
@@ -43,15 +65,8 @@ def aref_prefix_ids(prompt_ids, vocabulary, sequence_length):
     >>> aref_prefix_ids([[5, 6, 1, 0], [7, 1, 0, 0]], vocab, 8).tolist()
     [[16, 5, 6, 0, 0, 0, 0, 0], [16, 7, 0, 0, 0, 0, 0, 0]]
     """
-    rows = []
-    for ids in np.asarray(prompt_ids):
-        region = strip_text_ids(ids, vocabulary.pad_id, vocabulary.eos_id)
-        # The parallel layout is [AREF] + prefix + [MASK]s: drop the masks.
-        inputs = make_locca_example(
-            "aref", None, np.zeros(4, "float32"), region, False, vocabulary, sequence_length
-        )["decoder_input_ids"]
-        rows.append(np.where(inputs == vocabulary.mask_id, vocabulary.pad_id, inputs))
-    return np.stack(rows).astype("int32")
+    ids = np.asarray(prompt_ids, "int32")
+    return _aref_prefix_fn(vocabulary, sequence_length)(ids).numpy()
 
 
 def referring_box_iou(backbone, decoder, vocabulary, dataset, parallel=False):
