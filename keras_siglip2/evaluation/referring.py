@@ -49,11 +49,11 @@ def _aref_prefix_fn(vocabulary, sequence_length):
         )["decoder_input_ids"]
         return tf.where(inputs == vocabulary.mask_id, vocabulary.pad_id, inputs)
 
-    return tf.function(
-        lambda ids: tf.map_fn(row, ids, fn_output_signature=tf.TensorSpec([sequence_length],
-                                                                         tf.int32)),
-        input_signature=[tf.TensorSpec([None, None], tf.int32)],
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def batch(ids):
+        return tf.map_fn(row, ids, fn_output_signature=tf.TensorSpec([sequence_length], tf.int32))
+
+    return batch
 
 
 def aref_prefix_ids(prompt_ids, vocabulary, sequence_length):

@@ -285,8 +285,8 @@ class SigLIP2Trainer(keras.Model):
                 "them with keras_siglip2.preprocessing.LocalViews, or set "
                 "distillation_dim=None."
             )
-        vision = self.backbone.vision_encoder
-        teacher = self.teacher.encode(*self.teacher.embed(self.backbone.image_inputs(x)))
+        vision, images = self.backbone.vision_encoder, self.backbone.image_inputs(x)
+        teacher = self.teacher.encode(*self.teacher.embed(images))
         teacher = keras.tree.map_structure(ops.stop_gradient, teacher)
         teacher_global = self.teacher_global_head(teacher["pooled_output"])[:, None]
 
@@ -308,7 +308,6 @@ class SigLIP2Trainer(keras.Model):
         mask = random_patch_mask(
             batch, num_patches, self.mask_ratio, self._mask_seeds, valid_mask=key_mask
         )
-        images = self.backbone.image_inputs(x)
         masked = vision.encode(*vision.embed(images, mask, self.mask_token))
         teacher_patches = self.teacher_patch_head(teacher["sequence_output"])
         predicted = masked_prediction_loss(
