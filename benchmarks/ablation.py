@@ -1,7 +1,8 @@
 """The recipe ablation at small scale: the same budget with the sigmoid loss alone, + LocCa,
 and + LocCa + SILC/TIPS, each evaluated on the embedded dataset's test split.
 
-    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 600] [--workdir ablation]
+    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 500] [--workdir ablation]
+        [--recipes sigmoid "+ LocCa" "+ LocCa + SILC/TIPS"]
 
 Prints one row per recipe: zero-shot colour / shape accuracy, text→image R@1, referring box
 IoU (LocCa rows only: the others have no decoder) and the dense probe's mIoU. The paper's claim
@@ -33,9 +34,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=MainJobConfig.batch_size)
     parser.add_argument("--eval-examples", type=int, default=1000)
     parser.add_argument("--workdir", default="ablation")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
+                        help="the rows to run (default: all)")
     args = parser.parse_args()
     rows = {}
-    for name, switches in RECIPES.items():
+    for name in args.recipes:
+        switches = RECIPES[name]
         config = dataclasses.replace(
             MainJobConfig(steps=args.steps, batch_size=args.batch_size), **switches
         )

@@ -28,8 +28,10 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+from conftest import naflex_batch  # noqa: E402
 from keras_siglip2 import (  # noqa: E402
     SigLIP2Backbone,
+    SigLIP2NaFlexVisionEncoder,
     SigLIP2TextEncoder,
     SigLIP2Trainer,
     SigLIP2VisionEncoder,
@@ -146,36 +148,53 @@ def tf_loss_checks():
     return results
 
 
-def backbone():
+def backbone(naflex=False):
     """One block per tower: compiling for 8 devices on a shared CPU is the cost."""
     keras.utils.set_random_seed(0)
     width = dict(hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32)
+    vision = (
+        SigLIP2NaFlexVisionEncoder(patch_size=4, position_grid_size=4, **width) if naflex
+        else SigLIP2VisionEncoder(image_size=16, patch_size=8, **width)
+    )
     return SigLIP2Backbone(
-        SigLIP2VisionEncoder(image_size=16, patch_size=8, **width),
+        vision,
         SigLIP2TextEncoder(vocabulary_size=64, sequence_length=4, embedding_dim=16, **width),
     )
 
 
-def data():
+def data(naflex=False):
+    """A fixed global batch; NaFlex images have grids of 1-16 patches, so every device's
+    shard holds a different amount of padding."""
     rng = np.random.default_rng(1)
+    token_ids = rng.integers(2, 64, (GLOBAL_BATCH, 4)).astype("int32")
+    if naflex:
+        shapes = rng.integers(1, 5, (GLOBAL_BATCH, 2))
+        return {**naflex_batch(shapes, 16, patch_size=4, seed=1), "token_ids": token_ids}
     return {
         "images": rng.uniform(-1, 1, (GLOBAL_BATCH, 16, 16, 3)).astype("float32"),
-        "token_ids": rng.integers(2, 64, (GLOBAL_BATCH, 4)).astype("int32"),
+        "token_ids": token_ids,
     }
 
 
-def trajectory(scope, weights=None):
+def trajectory(scope, weights=None, naflex=False):
     """Losses of STEPS SGD steps on one fixed global batch, and the final weights."""
     with scope:
-        trainer = SigLIP2Trainer(backbone(), loss_chunk_size=CHUNK)
+        trainer = SigLIP2Trainer(backbone(naflex), loss_chunk_size=CHUNK)
         if weights is not None:
             trainer.set_weights(weights)
         start = trainer.get_weights()
         trainer.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
     history = trainer.fit(
-        data(), batch_size=GLOBAL_BATCH, epochs=STEPS, shuffle=False, verbose=0
+        data(naflex), batch_size=GLOBAL_BATCH, epochs=STEPS, shuffle=False, verbose=0
     )
     return trainer, start, history.history
+
+
+def weights_error(trainer, reference):
+    return max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(trainer.get_weights(), reference.get_weights())
+    )
 
 
 def fit_checks():
@@ -191,13 +210,17 @@ def fit_checks():
     for name, scope in scopes.items():
         trainer, _, history = trajectory(scope, start)
         out[name] = history
-        out[name + "_weights_error"] = max(
-            float(np.max(np.abs(a - b))) for a, b in
-            zip(trainer.get_weights(), single.get_weights())
-        )
+        out[name + "_weights_error"] = weights_error(trainer, single)
         if name == "model_parallel":
             embedding = trainer.backbone.text_encoder.token_embedding.embeddings
             out["embedding_sharding"] = list(embedding.value.sharding.spec)
+    # The NaFlex tower data-parallel (the main job's `distribution` option).
+    single, start, want = trajectory(contextlib.nullcontext(), naflex=True)
+    name = "data_parallel" if BACKEND == "jax" else "mirrored"
+    scope = (keras.distribution.DataParallel() if BACKEND == "jax" else MIRRORED).scope()
+    trainer, _, history = trajectory(scope, start, naflex=True)
+    out["naflex"] = {"single": want, name: history,
+                     name + "_weights_error": weights_error(trainer, single)}
     return out
 
 

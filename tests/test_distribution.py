@@ -72,6 +72,18 @@ def test_distributed_fit_follows_the_single_device_trajectory(checks):
         assert fits["embedding_sharding"][0] == "model"
 
 
+@multi_device
+def test_distributed_naflex_fit_follows_the_single_device_trajectory(checks):
+    """Each device's shard of the padded NaFlex batch has its own padding."""
+    fits = checks["fit"]["naflex"]
+    want = fits["single"]
+    name = "data_parallel" if BACKEND == "jax" else "mirrored"
+    for key in ("loss", "sigmoid_loss"):
+        np.testing.assert_allclose(fits[name][key], want[key], rtol=1e-5, err_msg=name)
+    assert fits[name + "_weights_error"] < 1e-4
+    assert len(set(want["loss"])) == 3
+
+
 @pytest.mark.parametrize("images,texts,chunk", [(3, 8, 3), (4, 4, 3), (2, 7, 7)])
 def test_chunked_loss_with_more_texts_than_images(images, texts, chunk, rng):
     """One device's rows of a larger batch: image i matches text i, mean over images."""
