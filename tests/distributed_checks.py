@@ -197,18 +197,22 @@ def weights_error(trainer, reference):
     )
 
 
+def scope_factories():
+    """{name: () → a fresh (single-use) distribution scope}; data parallelism first."""
+    if BACKEND == "jax":
+        return {
+            "data_parallel": lambda: keras.distribution.DataParallel().scope(),
+            "model_parallel": lambda: model_parallel(4).scope(),
+        }
+    return {"mirrored": MIRRORED.scope}
+
+
 def fit_checks():
     single, start, want = trajectory(contextlib.nullcontext())
     out = {"single": want}
-    if BACKEND == "jax":
-        scopes = {
-            "data_parallel": keras.distribution.DataParallel().scope(),
-            "model_parallel": model_parallel(4).scope(),
-        }
-    else:
-        scopes = {"mirrored": MIRRORED.scope()}
-    for name, scope in scopes.items():
-        trainer, _, history = trajectory(scope, start)
+    factories = scope_factories()
+    for name, scope in factories.items():
+        trainer, _, history = trajectory(scope(), start)
         out[name] = history
         out[name + "_weights_error"] = weights_error(trainer, single)
         if name == "model_parallel":
@@ -216,9 +220,8 @@ def fit_checks():
             out["embedding_sharding"] = list(embedding.value.sharding.spec)
     # The NaFlex tower data-parallel (the main job's `distribution` option).
     single, start, want = trajectory(contextlib.nullcontext(), naflex=True)
-    name = "data_parallel" if BACKEND == "jax" else "mirrored"
-    scope = (keras.distribution.DataParallel() if BACKEND == "jax" else MIRRORED).scope()
-    trainer, _, history = trajectory(scope, start, naflex=True)
+    name = next(iter(factories))
+    trainer, _, history = trajectory(factories[name](), start, naflex=True)
     out["naflex"] = {"single": want, name: history,
                      name + "_weights_error": weights_error(trainer, single)}
     return out
