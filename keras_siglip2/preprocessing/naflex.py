@@ -2,7 +2,8 @@
 
 value_range(-1, 1) → resize_to_sequence (aspect-preserving bilinear antialiased resize to whole
 patches, at most `max_num_patches`) → patchify (row-major, each patch flattened (P, P, 3)) →
-pad to `max_num_patches` with zeros (mask 0, coords (0, 0)).
+pad to `max_num_patches` with zeros (mask 0, coords (0, 0)). The first two run in the other
+order here, which gives the same values (the resize is linear, its weights sum to one).
 """
 
 import keras
@@ -68,8 +69,9 @@ def _tf_naflex(image, target_hw, patch_size, max_num_patches):
     import tensorflow as tf
 
     p, n_max = patch_size, max_num_patches
-    x = tf.cast(image, tf.float32) / 255.0 * 2.0 - 1.0  # value_range(-1, 1) before resizing.
-    x = tf.image.resize(x, target_hw, method="bilinear", antialias=True)
+    # big_vision scales to [-1, 1] before resizing; the resize is linear with weights summing
+    # to one, so scaling after it gives the same values (to float32 rounding) at half the cost.
+    x = tf.image.resize(image, target_hw, method="bilinear", antialias=True) / 255.0 * 2.0 - 1.0
     rows, cols = target_hw[0] // p, target_hw[1] // p
     patches = tf.reshape(x, (rows, p, cols, p, 3))
     patches = tf.reshape(tf.transpose(patches, (0, 2, 1, 3, 4)), (rows * cols, p * p * 3))
