@@ -23,7 +23,7 @@ import numpy as np
 from keras_siglip2 import SigLIP2NaFlexVisionEncoder
 from keras_siglip2.datasets.scenes import IMAGE_SIDE_RANGE
 from keras_siglip2.models import PackedNaFlexVisionEncoder, pack_naflex_batch
-from keras_siglip2.preprocessing.naflex import naflex_target_size
+from keras_siglip2.preprocessing import naflex_target_size, random_naflex_batch
 from timing import interleaved, markdown_table, median
 
 WIDTHS = {  # hidden_dim, num_layers, num_heads, intermediate_dim
@@ -41,21 +41,6 @@ def grid(height, width, patch_size, max_patches, mode):
         scale = (max_patches / (rows * cols)) ** 0.5
         rows, cols = max(1, int(rows * scale)), max(1, int(cols * scale))
     return rows, cols
-
-
-def padded_batch(shapes, max_patches, patch_size, rng):
-    batch = {
-        "patches": np.zeros((len(shapes), max_patches, patch_size**2 * 3), "float32"),
-        "patch_coords": np.zeros((len(shapes), max_patches, 2), "int32"),
-        "patch_mask": np.zeros((len(shapes), max_patches), "int32"),
-        "spatial_shapes": np.array(shapes, "int32"),
-    }
-    for i, (h, w) in enumerate(shapes):
-        n = h * w
-        batch["patches"][i, :n] = rng.uniform(-1, 1, (n, patch_size**2 * 3))
-        batch["patch_coords"][i, :n] = np.stack(np.divmod(np.arange(n), w), -1)
-        batch["patch_mask"][i, :n] = 1
-    return batch
 
 
 def main():
@@ -78,7 +63,7 @@ def main():
     rows = []
     for mode in args.grids:
         shapes = [grid(h, w, args.patch_size, args.max_patches, mode) for h, w in sides]
-        batch = padded_batch(shapes, args.max_patches, args.patch_size, rng)
+        batch = random_naflex_batch(shapes, args.max_patches, args.patch_size)
         start = time.perf_counter()
         packed = pack_naflex_batch(batch, args.max_patches)
         pack_ms = (time.perf_counter() - start) * 1e3

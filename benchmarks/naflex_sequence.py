@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from keras_siglip2 import SigLIP2NaFlexVisionEncoder, SigLIP2VisionEncoder
-from naflex_packing import padded_batch
+from keras_siglip2.preprocessing import random_naflex_batch
 from timing import interleaved, markdown_table, matmul_probe, median, vit_flops
 
 B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)
@@ -49,7 +49,8 @@ def main():
     probe, probe_flops = matmul_probe()
     print(f"backend {keras.config.backend()}, batch {args.batch}\n")
 
-    batches = {n: padded_batch([squarest_grid(n)] * args.batch, n, 16, rng) for n in args.lengths}
+    batches = {n: random_naflex_batch([squarest_grid(n)] * args.batch, n, 16)
+               for n in args.lengths}
     images = rng.uniform(-1, 1, (args.batch, 256, 256, 3)).astype("float32")
     candidates, tokens = {}, {}  # tokens: name → (sequence length, real patches)
     for n, b in batches.items():

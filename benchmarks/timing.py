@@ -10,13 +10,17 @@ import time
 import numpy as np
 
 
-def interleaved(candidates, repeats, warmup=1):
+def interleaved(candidates, repeats, warmup=1, pause=0.2):
     """{name: [seconds per call]} for `candidates` {name: zero-argument callable}.
 
     Each callable is first called `warmup` times (compilation), then once per round for
-    `repeats` rounds, the candidates in turn.
+    `repeats` rounds, in an order shuffled per round (seeded), with `pause` seconds of sleep
+    before each call, so that no candidate always runs right after the same one or in its
+    wake: a numpy matmul's OpenBLAS threads keep spinning for about 0.1 s after it returns,
+    which cost the candidate that followed it 20-30 % on torch.
 
-    >>> times = interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=3)
+    >>> times = interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=3,
+    ...                     pause=0)
     >>> sorted(times), len(times["a"])
     (['a', 'b'], 3)
     """
@@ -24,10 +28,12 @@ def interleaved(candidates, repeats, warmup=1):
         for _ in range(warmup):
             fn()
     times = {name: [] for name in candidates}
+    rng = np.random.default_rng(0)
     for _ in range(repeats):
-        for name, fn in candidates.items():
+        for name in rng.permutation(list(candidates)):
+            time.sleep(pause)
             start = time.perf_counter()
-            fn()
+            candidates[name]()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -11,6 +11,7 @@ from keras_siglip2 import (
     SigLIP2TextEncoder,
     SigLIP2VisionEncoder,
 )
+from keras_siglip2.preprocessing import random_naflex_batch
 
 TINY_TEXT = dict(
     vocabulary_size=64, sequence_length=8, hidden_dim=16, num_layers=2,
@@ -38,21 +39,7 @@ def tiny_backbone(naflex=False, seed=0, dtype=None):
 
 def naflex_batch(shapes, max_patches, patch_size=4, seed=0):
     """A padded NaFlex batch of random patches for images of `shapes` (rows, cols)."""
-    rng = np.random.default_rng(seed)
-    b = len(shapes)
-    batch = {
-        "patches": np.zeros((b, max_patches, patch_size * patch_size * 3), "float32"),
-        "patch_coords": np.zeros((b, max_patches, 2), "int32"),
-        "patch_mask": np.zeros((b, max_patches), "int32"),
-        "spatial_shapes": np.array(shapes, "int32"),
-    }
-    for i, (h, w) in enumerate(shapes):
-        n = h * w
-        batch["patches"][i, :n] = rng.uniform(-1, 1, (n, patch_size * patch_size * 3))
-        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        batch["patch_coords"][i, :n] = np.stack([rows.ravel(), cols.ravel()], -1)
-        batch["patch_mask"][i, :n] = 1
-    return batch
+    return random_naflex_batch(shapes, max_patches, patch_size, seed)
 
 
 @pytest.fixture

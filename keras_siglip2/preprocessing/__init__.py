@@ -4,4 +4,7 @@ from keras_siglip2.preprocessing.image_converter import SigLIP2ImageConverter
 from keras_siglip2.preprocessing.image_io import load_image
 from keras_siglip2.preprocessing.naflex import NaFlexImageConverter, naflex_target_size
 from keras_siglip2.preprocessing.multi_view import LocalViews
-from keras_siglip2.preprocessing.naflex_batching import naflex_multi_length_batches
+from keras_siglip2.preprocessing.naflex_batching import (
+    naflex_multi_length_batches,
+    random_naflex_batch,
+)
