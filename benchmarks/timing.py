@@ -1,8 +1,8 @@
 """Timing shared by the benchmarks: interleaved repetitions, medians, a matmul-rate probe.
 
 On a shared machine the load drifts during a run, so every candidate is timed once per round
-(round-robin) and the figures are medians over rounds: ratios between candidates of the same
-run hold even when the absolute numbers do not.
+(in a shuffled order) and the figures are medians over rounds: ratios between candidates of
+the same run hold even when the absolute numbers do not.
 """
 
 import time
@@ -16,7 +16,7 @@ def interleaved(candidates, repeats, warmup=1, pause=0.2):
     Each callable is first called `warmup` times (compilation), then once per round for
     `repeats` rounds, in an order shuffled per round (seeded), with `pause` seconds of sleep
     before each call, so that no candidate always runs right after the same one or in its
-    wake: a numpy matmul's OpenBLAS threads keep spinning for about 0.1 s after it returns,
+    wake: a numpy matmul's OpenBLAS threads keep spinning for a moment after it returns,
     which cost the candidate that followed it 20-30 % on torch.
 
     >>> times = interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=3,
