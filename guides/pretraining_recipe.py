@@ -12,9 +12,10 @@ Accelerator: GPU recommended (runs on a laptop CPU at a small size)
 In Colab, install the package first:
 `!pip install git+https://github.com/keras-siglip2/keras_siglip2`
 
-`GUIDE_STEPS` (default 800, as the main job) sets the training length; the test suite runs
-this guide with a handful of steps and a tiny model. Pick the backend with `KERAS_BACKEND`
-(jax, tensorflow or torch). The same run, with evaluation, is `python -m keras_siglip2 train`.
+`GUIDE_STEPS` (default: the main job's `MainJobConfig.steps`) sets the training length; the
+test suite runs this guide with a handful of steps and a tiny model. Pick the backend with
+`KERAS_BACKEND` (jax, tensorflow or torch). The same run, with evaluation, is
+`python -m keras_siglip2 train`.
 """
 
 import os
@@ -31,7 +32,7 @@ from keras_siglip2.plots import plot_curves
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
 TINY = "GUIDE_STEPS" in os.environ
-STEPS = int(os.environ.get("GUIDE_STEPS", 800))
+STEPS = int(os.environ.get("GUIDE_STEPS", MainJobConfig.steps))
 OUTPUT = os.environ.get("GUIDE_OUTPUT", "loss_curves.png")
 WORK = pathlib.Path(tempfile.mkdtemp())
 
