@@ -122,7 +122,10 @@ def main():
                         "train` (its `checkpoint` subdirectory)")
     parser.add_argument("--examples", type=int, default=300, help="scenes per table")
     args = parser.parse_args()
-    model = load_checkpoint(args.checkpoint)
+    try:
+        model = load_checkpoint(args.checkpoint)
+    except (OSError, ValueError) as error:
+        parser.error(f"cannot load {args.checkpoint}: {error}")
     if model["decoder"] is None:
         parser.error(f"{args.checkpoint} has no LocCa decoder: train with LocCa on.")
     print("| scenes | boxes | decoder IoU | mean-target-box IoU |\n|---|---:|---:|---:|")
