@@ -37,6 +37,7 @@ def _objects(num_objects, count):
 
 
 def box_rows(model, count):
+    """[(scenes, boxes, decoder IoU, IoU of the constant mean-target box)]."""
     backbone, tokenizer, converter = (model[k] for k in ("backbone", "tokenizer",
                                                          "image_converter"))
     rows = []
@@ -88,9 +89,6 @@ def box_token_losses(model, count):
 def position_r2(model, count):
     """[(stage, R² of row, R² of col)] for the image tokens of `count` scenes."""
     vision, converter = model["backbone"].vision_encoder, model["image_converter"]
-    if not model["backbone"].is_naflex:
-        raise ValueError("The position probe reads NaFlex `patch_coords`: use a NaFlex "
-                         "checkpoint (as `python -m keras_siglip2 train` writes).")
     batch = next(numpy_batches(_objects((1, 4), count).map(
         lambda ex: converter(ex["image"])).batch(count)))
     real = batch["patch_mask"].astype(bool)
@@ -122,12 +120,17 @@ def main():
                         "train` (its `checkpoint` subdirectory)")
     parser.add_argument("--examples", type=int, default=300, help="scenes per table")
     args = parser.parse_args()
+    if args.examples < 2:
+        parser.error("--examples must be at least 2 (the position fit needs 2 halves).")
     try:
         model = load_checkpoint(args.checkpoint)
     except (OSError, ValueError) as error:
         parser.error(f"cannot load {args.checkpoint}: {error}")
     if model["decoder"] is None:
         parser.error(f"{args.checkpoint} has no LocCa decoder: train with LocCa on.")
+    if not model["backbone"].is_naflex:
+        parser.error(f"{args.checkpoint} has a fixed-resolution image tower; the position "
+                     "probe reads NaFlex `patch_coords` (as `train` writes).")
     print("| scenes | boxes | decoder IoU | mean-target-box IoU |\n|---|---:|---:|---:|")
     for name, n, decoded, mean_box in box_rows(model, args.examples):
         print(f"| {name} | {n} | {decoded:.3f} | {mean_box:.3f} |")
