@@ -27,6 +27,7 @@ from keras_siglip2.datasets import scenes
 from keras_siglip2.evaluation import box_iou, referring_box_iou
 from keras_siglip2.evaluation.batches import encode_image_batch, numpy_batches
 from keras_siglip2.locca_targets import make_locca_example, strip_text_ids
+from keras_siglip2.losses import token_cross_entropy
 from keras_siglip2.pipelines import referring_batches
 
 BOX_TOKENS = ("y0", "x0", "y1", "x1")
@@ -36,54 +37,58 @@ def _objects(num_objects, count):
     return scenes.load("train", count, seed=0, language="en", num_objects=num_objects)
 
 
-def box_rows(model, count):
-    """[(scenes, boxes, decoder IoU, IoU of the constant mean-target box)]."""
-    backbone, tokenizer, converter = (model[k] for k in ("backbone", "tokenizer",
-                                                         "image_converter"))
-    rows = []
-    for name, num_objects in (("1 object", (1, 1)), ("1-4 objects", (1, 4))):
-        batches = list(numpy_batches(referring_batches(
-            _objects(num_objects, count), tokenizer, converter, 64
+def referring_sets(model, count):
+    """{scenes: numpy referring batches (one row per object) of `count` training scenes}."""
+    return {
+        name: list(numpy_batches(referring_batches(
+            _objects(num_objects, count), model["tokenizer"], model["image_converter"], 64
         )))
-        decoded = referring_box_iou(backbone, model["decoder"], model["vocabulary"], batches)
+        for name, num_objects in (("1 object", (1, 1)), ("1-4 objects", (1, 4)))
+    }
+
+
+def box_rows(model, sets):
+    """[(scenes, boxes, decoder IoU, IoU of the constant mean-target box)]."""
+    rows = []
+    for name, batches in sets.items():
+        decoded = referring_box_iou(
+            model["backbone"], model["decoder"], model["vocabulary"], batches
+        )
         boxes = np.concatenate([b["box"] for b in batches])
         mean_box = box_iou(boxes.mean(0), boxes).mean()
         rows.append((name, decoded["num_examples"], decoded["mean_iou"], mean_box))
     return rows
 
 
-def box_token_losses(model, count):
+def box_token_losses(model, batches):
     """(mean teacher-forced loss, entropy of the target bins) per box token, causal layout."""
-    backbone, tokenizer, converter, decoder, vocab = (
-        model[k] for k in ("backbone", "tokenizer", "image_converter", "decoder", "vocabulary")
-    )
-    batch = next(numpy_batches(referring_batches(  # ≤ 4 objects a scene: one batch
-        _objects((1, 4), count), tokenizer, converter, 4 * count
-    )))
-    examples = [
-        make_locca_example("aref", None, box, strip_text_ids(ids), True, vocab,
-                           decoder.sequence_length)
-        for box, ids in zip(batch["box"], batch["prompt_ids"])
-    ]
-    inputs, targets, masks = (
-        np.stack([e[k] for e in examples])
-        for k in ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask")
-    )
-    image = encode_image_batch(backbone, batch)
-    logits = decoder(inputs, image["tokens"], image_mask=image.get("token_mask"))
-    logits = np.asarray(logits, "float64")
-    logits -= logits.max(-1, keepdims=True)
-    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
-    nll = np.log(np.exp(logits).sum(-1)) - picked
-    # The 4 box tokens are the first 4 loss positions of each row (the 5th is eos).
-    first = masks.argmax(-1)[:, None] + np.arange(4)
-    losses = np.take_along_axis(nll, first, -1).mean(0)
-    bins = np.take_along_axis(targets, first, -1)
+    decoder, vocab = model["decoder"], model["vocabulary"]
+    positions = np.arange(decoder.sequence_length)[None]
+    losses, bins = [], []
+    for batch in batches:
+        examples = [
+            make_locca_example("aref", None, box, strip_text_ids(ids), True, vocab,
+                               decoder.sequence_length)
+            for box, ids in zip(batch["box"], batch["prompt_ids"])
+        ]
+        inputs, targets, masks = (
+            np.stack([e[k] for e in examples])
+            for k in ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask")
+        )
+        image = encode_image_batch(model["backbone"], batch)
+        logits = decoder(inputs, image["tokens"], image_mask=image.get("token_mask"))
+        # The 4 box tokens are the first 4 loss positions of each row (the 5th is eos).
+        first = masks.argmax(-1)[:, None] + np.arange(4)
+        losses.append(np.stack([
+            np.asarray(token_cross_entropy(logits, targets, positions == first[:, [j]]))
+            for j in range(4)
+        ], -1))
+        bins.append(np.take_along_axis(targets, first, -1))
     entropies = []
-    for column in bins.T:
+    for column in np.concatenate(bins).T:
         p = np.unique(column, return_counts=True)[1] / len(column)
         entropies.append(float(-(p * np.log(p)).sum()))
-    return list(zip(BOX_TOKENS, losses, entropies))
+    return list(zip(BOX_TOKENS, np.concatenate(losses).mean(0), entropies))
 
 
 def position_r2(model, count):
@@ -131,11 +136,12 @@ def main():
     if not model["backbone"].is_naflex:
         parser.error(f"{args.checkpoint} has a fixed-resolution image tower; the position "
                      "probe reads NaFlex `patch_coords` (as `train` writes).")
+    sets = referring_sets(model, args.examples)
     print("| scenes | boxes | decoder IoU | mean-target-box IoU |\n|---|---:|---:|---:|")
-    for name, n, decoded, mean_box in box_rows(model, args.examples):
+    for name, n, decoded, mean_box in box_rows(model, sets):
         print(f"| {name} | {n} | {decoded:.3f} | {mean_box:.3f} |")
     print("\n| box token | teacher-forced loss | entropy of its bins |\n|---|---:|---:|")
-    for name, loss, entropy in box_token_losses(model, args.examples):
+    for name, loss, entropy in box_token_losses(model, sets["1-4 objects"]):
         print(f"| {name} | {loss:.2f} | {entropy:.2f} |")
     print("\n| image tokens | R² row | R² col |\n|---|---:|---:|")
     for name, row, col in position_r2(model, args.examples):
