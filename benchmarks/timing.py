@@ -1,4 +1,4 @@
-"""Timing shared by the benchmarks: interleaved repetitions, medians, a matmul-rate probe.
+"""Timing shared by the benchmarks: interleaved repetitions, medians, matmul-rate probes.
 
 On a shared machine the load drifts during a run, so every candidate is timed once per round
 (in a shuffled order) and the figures are medians over rounds: ratios between candidates of
@@ -7,6 +7,7 @@ the same run hold even when the absolute numbers do not.
 
 import time
 
+import keras
 import numpy as np
 
 
@@ -42,16 +43,50 @@ def median(seconds):
     return float(np.median(seconds))
 
 
-def matmul_probe(n=2048):
-    """(callable, FLOPs): one float32 n³ numpy matmul, to time as one more candidate in the
-    same interleaved rounds as the models, so that its rate sees the same load they do.
+def matmul_probes(shapes=((2048, 2048, 2048),)):
+    """{name: (callable, FLOPs)}: a float32 (m, k) @ (k, n) product in numpy and in the current
+    Keras backend (`keras.ops.matmul`) for each (m, k, n) of `shapes`, to time as more
+    candidates in the same interleaved rounds as the models (so that they see the same load).
 
-    >>> probe, flops = matmul_probe(n=64)
-    >>> probe().shape, flops
-    ((64, 64), 524288)
+    The machine's matmul rate is the fastest of them (`matmul_rate`): which library is fastest,
+    and at which shape, depends on the CPU (on one of our machines numpy's OpenBLAS ran a 2048³
+    product at 205 GFLOP/s and XLA at 300, at a ViT's MLP shape at 207 and 406).
+
+    >>> probes = matmul_probes([(64, 32, 16)])
+    >>> sorted(probes), probes["matmul numpy 64×32×16"][1]
+    (['matmul keras 64×32×16', 'matmul numpy 64×32×16'], 65536)
+    >>> tuple(probes["matmul keras 64×32×16"][0]().shape)
+    (64, 16)
     """
-    a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
-    return (lambda: a @ b), 2 * n**3
+    rng = np.random.default_rng(0)
+    probes = {}
+    for m, k, n in shapes:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        ta, tb = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
+        name = f"{m}×{k}×{n}"
+        probes[f"matmul numpy {name}"] = (lambda a=a, b=b: a @ b), 2 * m * k * n
+        probes[f"matmul keras {name}"] = (lambda a=ta, b=tb: _ready(keras.ops.matmul(a, b))), (
+            2 * m * k * n
+        )
+    return probes
+
+
+def _ready(x):
+    """`x` once computed (JAX dispatches asynchronously; TensorFlow and torch on CPU do not)."""
+    return x.block_until_ready() if hasattr(x, "block_until_ready") else x
+
+
+def matmul_rate(times, probes):
+    """(FLOP/s, name) of the fastest probe; pops the probes' entries from `times`.
+
+    >>> times = {"model": [1.0], "p": [0.5, 0.5], "q": [0.25]}
+    >>> matmul_rate(times, {"p": (None, 100), "q": (None, 100)}), sorted(times)
+    ((400.0, 'q'), ['model'])
+    """
+    rates = {name: flops / median(times.pop(name)) for name, (_, flops) in probes.items()}
+    best = max(rates, key=rates.get)
+    return rates[best], best
 
 
 def vit_flops(tokens, width, depth, mlp_dim, input_dim=0, map_head=False):
