@@ -64,11 +64,9 @@ def matmul_probes(shapes=((2048, 2048, 2048),)):
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         ta, tb = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
-        name = f"{m}×{k}×{n}"
-        probes[f"matmul numpy {name}"] = (lambda a=a, b=b: a @ b), 2 * m * k * n
-        probes[f"matmul keras {name}"] = (lambda a=ta, b=tb: _ready(keras.ops.matmul(a, b))), (
-            2 * m * k * n
-        )
+        name, flops = f"{m}×{k}×{n}", 2 * m * k * n
+        probes[f"matmul numpy {name}"] = (lambda a=a, b=b: a @ b), flops
+        probes[f"matmul keras {name}"] = (lambda a=ta, b=tb: _ready(keras.ops.matmul(a, b))), flops
     return probes
 
 
