@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from keras_siglip2 import SigLIP2TextEncoder, SigLIP2VisionEncoder
-from timing import interleaved, markdown_table, matmul_probes, matmul_rate, median, vit_flops
+from timing import interleaved_with_matmul, markdown_table, median, vit_flops
 
 B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)
 
@@ -86,11 +86,9 @@ def main():
             candidates = (image_candidates(batch) if tower == "image"
                           else text_candidates(batch, args.vocabulary_size))
             tokens = 196 if tower == "image" else 64
-            probes = matmul_probes([(2048, 2048, 2048), (batch * tokens, 768, 3072)])
-            times = interleaved(
-                {**candidates, **{name: fn for name, (fn, _) in probes.items()}}, args.repeats
+            times, rate, fastest = interleaved_with_matmul(
+                candidates, args.repeats, [(2048, 2048, 2048), (batch * tokens, 768, 3072)]
             )
-            rate, fastest = matmul_rate(times, probes)
             best_ref = min(median(t) for n, t in times.items() if not n.startswith("ours"))
             for name, seconds in times.items():
                 s = median(seconds)

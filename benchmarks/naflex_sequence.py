@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_siglip2 import SigLIP2NaFlexVisionEncoder, SigLIP2VisionEncoder
 from keras_siglip2.preprocessing import random_naflex_batch
-from timing import interleaved, markdown_table, matmul_probes, matmul_rate, median, vit_flops
+from timing import interleaved_with_matmul, markdown_table, median, vit_flops
 
 B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)
 
@@ -47,7 +47,6 @@ def main():
     keras.utils.set_random_seed(0)
     naflex = SigLIP2NaFlexVisionEncoder(patch_size=16, position_grid_size=16, **B16)
     fixed = SigLIP2VisionEncoder(image_size=256, patch_size=16, **B16)
-    probes = matmul_probes()
     print(f"backend {keras.config.backend()}, batch {args.batch}\n")
 
     batches = {n: random_naflex_batch([squarest_grid(n)] * args.batch, n, 16)
@@ -60,10 +59,7 @@ def main():
     if 256 in batches:
         candidates["fixed 256 px"] = lambda: fixed.predict_on_batch(images)["pooled_output"]
         tokens["fixed 256 px"] = (256, 256)
-    times = interleaved(
-        {**candidates, **{name: fn for name, (fn, _) in probes.items()}}, args.repeats
-    )
-    rate, fastest = matmul_rate(times, probes)
+    times, rate, fastest = interleaved_with_matmul(candidates, args.repeats)
 
     rows = []
     for name, seconds in times.items():

@@ -46,14 +46,19 @@ def head(task):
     return keras.layers.Dense(4, activation="sigmoid")
 
 
-def scenes_and_targets(split, count, converter, task):
-    """(converted images, shape ids or (y0, x0, y1, x1) boxes) of `count` single-object scenes."""
+def single_object_scenes(split, count, task):
+    """(uint8 images, shape ids or (y0, x0, y1, x1) boxes) of `count` single-object scenes."""
     images, targets = [], []
     for batch in scenes.numpy_batches(split, 256, count, num_objects=(1, 1)):
-        images.append(converter(batch["image"]))
+        images += batch["image"]
         targets += [t[0] for t in batch["shape" if task == "shape" else "boxes"]]
-    images = keras.tree.map_structure(lambda *xs: np.concatenate(xs), *images)
     return images, np.array(targets, "int32" if task == "shape" else "float32")
+
+
+def converted(converter, images):
+    """`images` through `converter`, 256 at a time, concatenated."""
+    parts = [converter(images[i:i + 256]) for i in range(0, len(images), 256)]
+    return keras.tree.map_structure(lambda *xs: np.concatenate(xs), *parts)
 
 
 def ours(task):
@@ -82,13 +87,10 @@ def cnn(task):
     layers = keras.layers
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     x = inputs
-    for i, channels in enumerate((32, 64, 64)):
-        x = layers.Conv2D(channels, 3, padding="same", activation="relu")(x)
-        x = layers.MaxPool2D()(x) if i < 2 else x
-    if task == "shape":
-        x = layers.GlobalMaxPool2D()(x)
-    else:
-        x = layers.Flatten()(layers.MaxPool2D()(x))
+    for channels in (32, 64):
+        x = layers.MaxPool2D()(layers.Conv2D(channels, 3, padding="same", activation="relu")(x))
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalMaxPool2D()(x) if task == "shape" else layers.Flatten()(layers.MaxPool2D()(x))
     return keras.Model(inputs, head(task)(x)), SigLIP2ImageConverter(IMAGE_SIZE)
 
 
@@ -99,12 +101,14 @@ COLUMNS = {
 }
 
 
-def probe(name, task, steps, passes, test_examples):
-    """(parameters, the task's two `COLUMNS`, training seconds) of one model."""
+def probe(name, task, steps, passes, train, test):
+    """(parameters, the task's two `COLUMNS`, training seconds) of one model.
+
+    `train`, `test`: (images, targets) from `single_object_scenes`, rendered once for all models.
+    """
     keras.utils.set_random_seed(0)
     model, converter = MODELS[name](task)
-    x_train, y_train = scenes_and_targets("train", steps * BATCH_SIZE // passes, converter, task)
-    x_test, y_test = scenes_and_targets("test", test_examples, converter, task)
+    (x_train, y_train), (x_test, y_test) = ((converted(converter, x), y) for x, y in (train, test))
     warmup = max(1, steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - warmup, warmup_target=1e-3, warmup_steps=warmup
@@ -144,9 +148,11 @@ def main():
           f"{args.test_examples} test scenes, {keras.config.backend()}{chance}", flush=True)
     print(f"| model | parameters | {' | '.join(COLUMNS[args.task])} | training s |")
     print("|---|---:|---:|---:|---:|")
+    train = single_object_scenes("train", args.steps * BATCH_SIZE // args.passes, args.task)
+    test = single_object_scenes("test", args.test_examples, args.task)
     for name in args.models:
         params, first, second, seconds = probe(
-            name, args.task, args.steps, args.passes, args.test_examples
+            name, args.task, args.steps, args.passes, train, test
         )
         print(f"| {name} | {params:,} | {first:.3f} | {second:.3f} | {seconds:.0f} |",
               flush=True)

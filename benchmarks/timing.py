@@ -48,9 +48,9 @@ def matmul_probes(shapes=((2048, 2048, 2048),)):
     Keras backend (`keras.ops.matmul`) for each (m, k, n) of `shapes`, to time as more
     candidates in the same interleaved rounds as the models (so that they see the same load).
 
-    The machine's matmul rate is the fastest of them (`matmul_rate`): which library is fastest,
-    and at which shape, depends on the CPU (on one of our machines numpy's OpenBLAS ran a 2048³
-    product at 205 GFLOP/s and XLA at 300, at a ViT's MLP shape at 207 and 406).
+    The machine's matmul rate is the fastest of them (`interleaved_with_matmul`): which library
+    is fastest, and at which shape, depends on the CPU (on one of our machines numpy's OpenBLAS
+    ran a 2048³ product at 205 GFLOP/s and XLA at 300, at a ViT's MLP shape at 207 and 406).
 
     >>> probes = matmul_probes([(64, 32, 16)])
     >>> sorted(probes), probes["matmul numpy 64×32×16"][1]
@@ -75,16 +75,20 @@ def _ready(x):
     return x.block_until_ready() if hasattr(x, "block_until_ready") else x
 
 
-def matmul_rate(times, probes):
-    """(FLOP/s, name) of the fastest probe; pops the probes' entries from `times`.
+def interleaved_with_matmul(candidates, repeats, shapes=((2048, 2048, 2048),)):
+    """(times, FLOP/s, name): `candidates` timed by `interleaved` in the same rounds as
+    `matmul_probes(shapes)`, with the rate and name of the fastest probe (the machine's matmul
+    rate); `times` holds the candidates only.
 
-    >>> times = {"model": [1.0], "p": [0.5, 0.5], "q": [0.25]}
-    >>> matmul_rate(times, {"p": (None, 100), "q": (None, 100)}), sorted(times)
-    ((400.0, 'q'), ['model'])
+    >>> times, rate, fastest = interleaved_with_matmul({"a": lambda: None}, 2, [(8, 8, 8)])
+    >>> sorted(times), rate > 0, fastest.startswith("matmul")
+    (['a'], True, True)
     """
+    probes = matmul_probes(shapes)
+    times = interleaved({**candidates, **{name: fn for name, (fn, _) in probes.items()}}, repeats)
     rates = {name: flops / median(times.pop(name)) for name, (_, flops) in probes.items()}
-    best = max(rates, key=rates.get)
-    return rates[best], best
+    fastest = max(rates, key=rates.get)
+    return times, rates[fastest], fastest
 
 
 def vit_flops(tokens, width, depth, mlp_dim, input_dim=0, map_head=False):
