@@ -14,6 +14,7 @@ from keras import ops
 from conftest import TINY_NAFLEX, naflex_batch, tiny_backbone
 from keras_siglip2 import SigLIP2Backbone, SigLIP2NaFlexVisionEncoder
 from keras_siglip2.layers import antialiased_bilinear_weights
+from keras_siglip2.layers.attention import _heads_major_attention
 
 BACKEND = keras.config.backend()
 
@@ -84,6 +85,23 @@ def test_naflex_fully_padded_row_is_finite():
     batch["patch_mask"][1] = 0
     batch["spatial_shapes"][1] = 0
     assert np.isfinite(_np(encoder(batch)["pooled_output"])).all()
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("bfloat16", 0.05)])
+def test_cpu_attention_core_matches_dot_product_attention(dtype, atol):
+    rng = np.random.default_rng(0)
+    q, k, v = (ops.convert_to_tensor(rng.normal(size=(2, s, 3, 4)), dtype) for s in (5, 6, 6))
+    keep = rng.random((2, 1, 5, 6)) > 0.4
+    keep[1, 0, 2] = False  # a query that may attend to nothing: uniform weights, not NaN
+    keep = ops.convert_to_tensor(keep)
+    for mask in (None, keep):
+        want = ops.dot_product_attention(q, k, v, mask=mask, scale=0.5)
+        got = _heads_major_attention(q, k, v, mask, 0.5)
+        assert keras.backend.standardize_dtype(got.dtype) == dtype
+        assert np.isfinite(_np(ops.cast(got, "float32"))).all()
+        np.testing.assert_allclose(
+            _np(ops.cast(got, "float32")), _np(ops.cast(want, "float32")), atol=atol
+        )
 
 
 @pytest.mark.parametrize("in_size,out_size", [(16, 7), (16, 16), (16, 29), (4, 1), (4, 9), (6, 4)])
