@@ -8,10 +8,10 @@ from keras import ops
 
 @functools.cache
 def _fused_kernel(backend):
-    """True where `ops.dot_product_attention` reaches a fused kernel: PyTorch (SDPA) and
-    accelerators (cuDNN, splash). On XLA:CPU it is a 5-D einsum that compiles slower than
-    `_heads_major_attention` (B/16 forward + backward 1.3×, 1,024 tokens 2.1×:
-    benchmarks/README.md)."""
+    """True on PyTorch (SDPA's fused kernel) and on accelerators (where the backends' flash
+    kernels are; not measured here). On XLA:CPU `ops.dot_product_attention` is a 5-D einsum
+    that compiles slower than `_heads_major_attention` (forward + backward at a B/16 shape
+    1.3×, at 1,024 tokens 2.1×: benchmarks/README.md)."""
     return backend == "torch" or not keras.distribution.list_devices()[0].startswith("cpu")
 
 
