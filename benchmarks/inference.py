@@ -28,6 +28,7 @@ from keras_siglip2 import SigLIP2TextEncoder, SigLIP2VisionEncoder
 from timing import interleaved_with_matmul, markdown_table, median, vit_flops
 
 B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)
+TOKENS = {"image": 196, "text": 64}  # 224 px in 16 px patches; the text length
 
 
 def image_candidates(batch):
@@ -46,12 +47,13 @@ def image_candidates(batch):
 
 
 def text_candidates(batch, vocabulary_size):
-    ids = np.random.default_rng(0).integers(1, vocabulary_size, (batch, 64)).astype("int32")
-    ours = SigLIP2TextEncoder(vocabulary_size, 64, embedding_dim=768, **B16)
+    length = TOKENS["text"]
+    ids = np.random.default_rng(0).integers(1, vocabulary_size, (batch, length)).astype("int32")
+    ours = SigLIP2TextEncoder(vocabulary_size, length, embedding_dim=768, **B16)
     hub = keras_hub.models.SigLIPTextEncoder(vocabulary_size, embedding_dim=768, **B16)
     hf = transformers.SiglipTextModel(transformers.SiglipTextConfig(
         vocab_size=vocabulary_size, hidden_size=768, num_hidden_layers=12,
-        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=64)).eval()
+        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=length)).eval()
     tokens = torch.from_numpy(ids.astype("int64"))
     return {
         f"ours ({keras.config.backend()})": lambda: ours.predict_on_batch(ids),
@@ -76,8 +78,8 @@ def main():
 
     print(f"backend {keras.config.backend()}, torch threads {torch.get_num_threads()}\n")
     flops = {
-        "image": vit_flops(196, 768, 12, 3072, input_dim=16 * 16 * 3, map_head=True),
-        "text": vit_flops(64, 768, 12, 3072) + 2 * 768 * 768,
+        "image": vit_flops(TOKENS["image"], 768, 12, 3072, input_dim=16 * 16 * 3, map_head=True),
+        "text": vit_flops(TOKENS["text"], 768, 12, 3072) + 2 * 768 * 768,
     }
     rows = []
     for tower in args.towers:
@@ -85,9 +87,8 @@ def main():
             keras.utils.set_random_seed(0)
             candidates = (image_candidates(batch) if tower == "image"
                           else text_candidates(batch, args.vocabulary_size))
-            tokens = 196 if tower == "image" else 64
             times, rate, fastest = interleaved_with_matmul(
-                candidates, args.repeats, [(2048, 2048, 2048), (batch * tokens, 768, 3072)]
+                candidates, args.repeats, [(2048, 2048, 2048), (batch * TOKENS[tower], 768, 3072)]
             )
             best_ref = min(median(t) for n, t in times.items() if not n.startswith("ours"))
             for name, seconds in times.items():
