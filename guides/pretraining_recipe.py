@@ -26,7 +26,7 @@ from PIL import Image
 
 from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TerminateOnNaN
 from keras_siglip2.datasets import scenes
-from keras_siglip2.main_job import MainJobConfig, build_trainer
+from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
 from keras_siglip2.pipelines import training_batches
 from keras_siglip2.plots import plot_curves
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
@@ -74,7 +74,8 @@ print(config.to_json())
 `keras_siglip2.datasets.scenes` is embedded in the package: pictures of 1–4 coloured shapes
 drawn on the fly, at aspect ratios from 1:2 to 2:1, each with a caption (in one of five
 languages), a box and a referring expression per object. Its SentencePiece vocabulary
-ships with it: `scenes.tokenizer()`.
+ships with it: `scenes.tokenizer()`. Training draws English for 90 % of the captions and
+the other four languages for the rest (`config.english_fraction`), as SigLIP 2 does on WebLI.
 """
 
 tokenizer = scenes.tokenizer(sequence_length=config.text_length)
@@ -101,8 +102,9 @@ views = LocalViews(
     NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
 )
 batches = training_batches(
-    scenes.load("train", seed=config.seed), tokenizer, converter, config.batch_size,
-    vocab, config.decoder_length, views, seed=config.seed,
+    scenes.load("train", seed=config.seed, language=language_mix(config.english_fraction)),
+    tokenizer, converter, config.batch_size, vocab, config.decoder_length, views,
+    seed=config.seed,
 ).prefetch(2)
 batch = next(iter(batches))
 for key, value in batch.items():

@@ -149,6 +149,7 @@ def main(argv=None):
         ("learning_rate", float, "peak learning rate"), ("seed", int, "seed of data and init"),
         ("width", int, "width of the towers and decoder"), ("depth", int, "image tower layers"),
         ("max_num_patches", int, "NaFlex patches per image"),
+        ("english_fraction", float, "share of English captions in training"),
     ):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
                            help=f"{text} (default: MainJobConfig.{name})")

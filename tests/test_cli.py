@@ -97,6 +97,7 @@ def test_cli_argument_errors_are_one_line(tmp_path):
         ["zero-shot", "x.png", "--labels", " , ", "--preset", str(tmp_path)],
         ["embed", "--preset", str(tmp_path), "-o", str(tmp_path / "e.npy")],
         ["eval", str(tmp_path / "missing")],
+        ["train", "--english-fraction", "1.5", "--workdir", str(tmp_path / "run")],
     ):
         result = subprocess.run(
             [sys.executable, "-m", "keras_siglip2", *argv], capture_output=True, text=True,
@@ -105,6 +106,7 @@ def test_cli_argument_errors_are_one_line(tmp_path):
         assert result.returncode == 2, (argv, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1].startswith("error: "), argv
         assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_on_a_missing_tpu_fails_fast_with_one_line(tmp_path):

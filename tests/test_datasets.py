@@ -237,6 +237,26 @@ def test_numpy_batches():
     assert [len(next(endless)["caption"]) for _ in range(3)] == [2, 2, 2]
 
 
+def test_language_weights_draw_the_caption_language():
+    mix = {"en": 3, "zh": 1}
+    drawn = collections.Counter(
+        scenes.example("train", i, language=mix)["language"] for i in range(400)
+    )
+    assert set(drawn) == {"en", "zh"} and 240 < drawn["en"] < 360, drawn
+    assert {scenes.example("train", i, language={"ru": 0.5})["language"] for i in range(5)} == {
+        "ru"}
+    # The draw is seeded per example and leaves the scene as it is.
+    ex, again = (scenes.example("train", 7, language=mix) for _ in range(2))
+    assert ex["caption"] == again["caption"]
+    np.testing.assert_array_equal(ex["image"], scenes.example("train", 7)["image"])
+    loaded = next(iter(scenes.load("train", language=mix)))
+    assert loaded["caption"].numpy().decode() == scenes.example("train", 0, language=mix)[
+        "caption"]
+    for bad in ({"fr": 1.0}, {"en": -1.0, "de": 2.0}, {"en": 0, "de": 0}, ["en"]):
+        with pytest.raises(ValueError, match="language"):
+            scenes.example("train", 0, language=bad)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         scenes.example("dev", 0)

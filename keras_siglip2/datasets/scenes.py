@@ -90,8 +90,7 @@ def _check_arguments(split, seed, language, num_objects):
     _check_split(split)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an int >= 0; got {seed!r}.")
-    if language is not None and language not in LANGUAGES:
-        raise ValueError(f"Unknown language {language!r}: expected None or one of {LANGUAGES}.")
+    _check_language(language)
     if isinstance(num_objects, (int, np.integer)):
         num_objects = (num_objects, num_objects)
     lo, hi = num_objects
@@ -101,6 +100,19 @@ def _check_arguments(split, seed, language, num_objects):
             f"{MAX_OBJECTS}; got {num_objects!r}."
         )
     return int(lo), int(hi)
+
+
+def _check_language(language):
+    if language is None or isinstance(language, str) and language in LANGUAGES:
+        return
+    if isinstance(language, dict) and set(language) <= set(LANGUAGES) and all(
+        isinstance(w, (int, float, np.number)) and w >= 0 for w in language.values()
+    ) and sum(language.values()) > 0:
+        return
+    raise ValueError(
+        f"`language` must be None, one of {LANGUAGES} or a mapping from those codes to "
+        f"weights >= 0 that do not all vanish; got {language!r}."
+    )
 
 
 def _frozen(array):
@@ -234,8 +246,9 @@ def example(split, index, seed=0, language=None, num_objects=(1, 4)):
         split: "train", "validation" or "test".
         index: int >= 0.
         seed: int >= 0; the dataset's seed.
-        language: one of `LANGUAGES`, or None to draw it uniformly per example. The image
-            does not depend on it.
+        language: one of `LANGUAGES`; None to draw it uniformly per example; or a mapping
+            from codes to weights to draw it from (e.g. SigLIP 2's mostly English mix,
+            `{"en": 0.9, "de": 0.025, ...}`). The image does not depend on it.
         num_objects: int, or (min, max) objects per image (1 <= min <= max <= 6).
 
     Returns:
@@ -259,8 +272,13 @@ def example(split, index, seed=0, language=None, num_objects=(1, 4)):
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"`index` must be an int >= 0; got {index!r}.")
     key = [int(seed), SPLITS.index(split), int(index)]
-    if language is None:
-        language = LANGUAGES[np.random.default_rng(key + [1]).integers(len(LANGUAGES))]
+    if not isinstance(language, str):
+        draw = np.random.default_rng(key + [1])
+        if language is None:
+            language = LANGUAGES[draw.integers(len(LANGUAGES))]
+        else:
+            weights = np.array([language.get(code, 0) for code in LANGUAGES], np.float64)
+            language = LANGUAGES[draw.choice(len(LANGUAGES), p=weights / weights.sum())]
     rng = np.random.default_rng(key + [0])
     height, width, background, squares = _layout(rng, num_objects)
     objects, masks, plan, squares = _objects(rng, split, squares, height, width)
