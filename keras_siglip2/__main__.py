@@ -167,7 +167,8 @@ def main(argv=None):
     )
     evaluate.add_argument("checkpoint", help="the checkpoint directory `train` wrote")
     evaluate.add_argument("--num-examples", type=int, default=1000,
-                          help="test images for zero-shot and retrieval (default: 1000)")
+                          help="test images for zero-shot, the linear probe (fitted on as "
+                          "many validation images) and retrieval (default: 1000)")
     evaluate.add_argument("--probe-examples", type=int, default=500,
                           help="images for the referring and dense-probe evaluations "
                           "(default: 500)")

@@ -222,7 +222,10 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
     """The evaluators on the embedded dataset's test split: a dict of metric → value.
 
     Zero-shot colour and shape accuracy on single-object images (English prompts, class
-    names ensembled over the templates), overall and on the held-out (colour, shape) pairs;
+    names ensembled over the templates), overall and on the held-out (colour, shape) pairs,
+    and a linear probe's on the same image embeddings (fitted on as many single-object
+    validation images), which tells an attribute the image tower has not learnt from one the
+    text tower does not name;
     image↔text retrieval recall on `num_examples` scenes with English captions; referring
     expression box IoU from the LocCa decoder; the dense linear probe's mIoU (fitted on
     `probe_examples` validation images, measured on as many test images).
@@ -239,6 +242,7 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
     patch_size = getattr(backbone.vision_encoder, "patch_size", None)
     results = {}
     single = scenes.load("test", num_examples, seed=seed, language="en", num_objects=(1, 1))
+    probe_train = scenes.load("validation", num_examples, seed=seed, num_objects=(1, 1))
     for attribute in ("colour", "shape"):
         classifier = evaluation.zero_shot_classifier(
             backbone, tokenizer, scenes.class_names(attribute, "en"),
@@ -252,6 +256,12 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
                 top_k=(1,),
             )
             results[f"zero-shot {attribute} accuracy{name}"] = accuracy["top1_accuracy"]
+        linear = evaluation.linear_probe_accuracy(
+            backbone, _converted_batches(probe_train, converter, batch_size, **label),
+            _converted_batches(single, converter, batch_size, **label),
+            num_classes=len(scenes.class_names(attribute, "en")),
+        )
+        results[f"linear probe {attribute} accuracy"] = linear["accuracy"]
     scenes_en = scenes.load("test", num_examples, seed=seed, language="en")
     recall = evaluation.retrieval_recall(backbone, _converted_batches(
         scenes_en, converter, batch_size, token_ids=lambda ex: tokenizer(ex["caption"])

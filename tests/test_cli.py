@@ -73,7 +73,8 @@ def test_train_then_eval_zero_shot_and_embed_from_its_checkpoint(tmp_path, capsy
     assert not (workdir / "backup").exists()  # removed once the run completed
 
     main(["eval", str(checkpoint), "--num-examples", "4", "--probe-examples", "2"])
-    assert "dense probe mIoU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "dense probe mIoU" in out and "linear probe shape accuracy" in out
 
     images = []
     for i in range(2):

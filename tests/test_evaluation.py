@@ -1,4 +1,4 @@
-"""Evaluators: zero-shot, retrieval, LocCa decoding and referring boxes, dense probe."""
+"""Evaluators: zero-shot, retrieval, LocCa decoding and referring boxes, the linear probes."""
 
 import functools
 
@@ -13,7 +13,9 @@ from conftest import TINY_TEXT, naflex_batch, tiny_backbone
 from keras_siglip2.evaluation import (
     box_iou,
     dense_probe_miou,
+    fit_ridge_classifier,
     greedy_decode,
+    linear_probe_accuracy,
     mean_iou,
     numpy_batches,
     parallel_decode,
@@ -504,3 +506,34 @@ def test_dense_probe_on_naflex_drops_padding_patches():
     assert 0 <= result["miou"] <= 1 and result["patch_accuracy"] >= 0.5
     with pytest.raises(ValueError, match="padding patches with -1"):
         dense_probe_miou(backbone, [{**batch, "patch_labels": labels[:, :9]}], [batch], 2)
+
+
+def test_ridge_classifier_by_hand():
+    # x = 0, 1, 2, 3 (mean 1.5, centred sum of squares 5), classes 0, 0, 1, 1 (mean 0.5 each):
+    # cross-moments -2 and 2; penalty 0.2 × the variance 5 = 1, so weights ∓2 / 6 and bias
+    # 0.5 - 1.5 × weights = (1, 0).
+    features = np.array([[0.0], [1.0], [2.0], [3.0]])
+    batches = [(features[:3], np.array([0, 0, 1])), (features[3:], np.array([1]))]
+    weights, bias, count = fit_ridge_classifier(batches, 2, l2_regularization=0.2)
+    np.testing.assert_allclose(weights, [[-1 / 3, 1 / 3]])
+    np.testing.assert_allclose(bias, [1.0, 0.0], atol=1e-12)
+    assert count == 4
+    with pytest.raises(ValueError, match="no labelled examples"):
+        fit_ridge_classifier([], 2)
+
+
+def test_linear_probe_separable_embeddings_and_a_miss_by_hand():
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1, 2], 4)
+    train = tf.data.Dataset.from_tensor_slices(
+        {"images": _clusters(labels[:, None], rng), "label": labels}  # one token per image
+    ).batch(5)
+    test_labels = np.array([0, 1, 2, 1, 1, 2])
+    features = np.array([0, 1, 2, 1, 0, 2])  # the fifth image looks like class 0
+    test = [{"images": _clusters(features[:, None], rng), "label": test_labels}]
+    result = linear_probe_accuracy(FakeBackbone(), train, test, num_classes=3)
+    assert result == {"accuracy": 5 / 6, "num_train_examples": 12, "num_test_examples": 6}
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
+        linear_probe_accuracy(FakeBackbone(), train, test, num_classes=2)
+    with pytest.raises(KeyError, match="'shape'"):
+        linear_probe_accuracy(FakeBackbone(), train, test, num_classes=3, label_key="shape")

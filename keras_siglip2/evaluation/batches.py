@@ -1,4 +1,5 @@
-"""Reading evaluation batches: numpy dicts, the image inputs in them, the image tower's outputs.
+"""Reading evaluation batches: numpy dicts, class labels, the image inputs in them, the image
+tower's outputs.
 
 Every evaluator runs the towers through their `predict_on_batch` (compiled by Keras on each
 backend, once per batch shape) and does its bookkeeping in numpy.
@@ -27,6 +28,24 @@ def numpy_batches(dataset):
                 f"'label': ...}}); got a {type(batch).__name__}."
             )
         yield {key: keras.ops.convert_to_numpy(value) for key, value in batch.items()}
+
+
+def class_labels(batch, label_key, num_classes):
+    """`batch[label_key]` as (B,) int64 class indices, checked to lie in [0, num_classes).
+
+    Example:
+    >>> class_labels({"label": [[2], [0]]}, "label", 3).tolist()
+    [2, 0]
+    """
+    if label_key not in batch:
+        raise KeyError(f"The batch has no {label_key!r} labels; it has {sorted(batch)}.")
+    labels = np.asarray(batch[label_key]).astype("int64").reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"Labels must be class indices in [0, {num_classes}); got "
+            f"[{labels.min()}, {labels.max()}]."
+        )
+    return labels
 
 
 def encode_image_batch(backbone, batch):

@@ -1,17 +1,14 @@
 """Linear probe of the image tower's patch features for semantic segmentation (mIoU).
 
 Each patch gets one label, the majority label of the pixels it covers (`patch_labels`). A
-linear classifier on the `sequence_output` patch features is fitted in closed form: ridge
-regression onto one-hot labels (features and targets centred, so the bias is not shrunk;
-penalty `l2_regularization` × the mean feature variance, so it does not depend on the features'
-scale), predicting the class of largest score. It is deterministic, needs one pass over the
-training set (the D × D and D × C moments are accumulated, never the features) and one D × D
-solve. Frequent classes pull a least-squares classifier more than a logistic one would.
+linear classifier on the `sequence_output` patch features is fitted in closed form
+(`fit_ridge_classifier`: ridge regression onto one-hot labels).
 """
 
 import numpy as np
 
 from keras_siglip2.evaluation.batches import encode_image_batch, numpy_batches
+from keras_siglip2.evaluation.ridge import fit_ridge_classifier
 
 
 def patch_labels(segmentation, grid_shape, ignore_index=-1):
@@ -125,28 +122,10 @@ def dense_probe_miou(backbone, train_dataset, test_dataset, num_classes, l2_regu
     >>> result["num_train_patches"], 0 <= result["miou"] <= 1
     (7, True)
     """
-    count, moments = 0, None
-    for features, labels in _patch_features(backbone, train_dataset, num_classes, label_key):
-        targets = np.eye(num_classes)[labels]
-        if moments is None:
-            dim = features.shape[1]
-            moments = [np.zeros(dim), np.zeros(num_classes), np.zeros((dim, dim)),
-                       np.zeros((dim, num_classes))]
-        for total, value in zip(moments, (features.sum(0), targets.sum(0),
-                                          features.T @ features, features.T @ targets)):
-            total += value
-        count += len(labels)
-    if count == 0:
-        raise ValueError("The training set has no labelled patches.")
-    sum_x, sum_y, xx, xy = moments
-    mean_x, mean_y = sum_x / count, sum_y / count
-    covariance = xx - count * np.outer(mean_x, mean_x)
-    cross = xy - count * np.outer(mean_x, mean_y)
-    scale = max(np.trace(covariance) / len(covariance), np.finfo("float64").tiny)
-    penalty = l2_regularization * scale * np.eye(len(covariance))
-    weights = np.linalg.solve(covariance + penalty, cross)
-    bias = mean_y - mean_x @ weights
-
+    weights, bias, count = fit_ridge_classifier(
+        _patch_features(backbone, train_dataset, num_classes, label_key), num_classes,
+        l2_regularization,
+    )
     confusion = np.zeros((num_classes, num_classes), "int64")
     for features, labels in _patch_features(backbone, test_dataset, num_classes, label_key):
         predicted = (features @ weights + bias).argmax(axis=1)

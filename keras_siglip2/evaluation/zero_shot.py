@@ -8,7 +8,12 @@ image's class scores are its cosine similarities to the class embeddings.
 import keras
 import numpy as np
 
-from keras_siglip2.evaluation.batches import encode_image_batch, encode_text_batch, numpy_batches
+from keras_siglip2.evaluation.batches import (
+    class_labels,
+    encode_image_batch,
+    encode_text_batch,
+    numpy_batches,
+)
 
 
 def zero_shot_classifier(backbone, tokenizer, class_names, templates, batch_size=256):
@@ -88,14 +93,7 @@ def zero_shot_accuracy(backbone, classifier, dataset, label_key="label", top_k=(
         raise ValueError(f"top_k must be in [1, {num_classes}] (the classes); got {top_k}.")
     hits, total = np.zeros(len(top_k), "int64"), 0
     for batch in numpy_batches(dataset):
-        if label_key not in batch:
-            raise KeyError(f"The batch has no {label_key!r} labels; it has {sorted(batch)}.")
-        labels = np.asarray(batch[label_key]).astype("int64").reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"Labels must be class indices in [0, {num_classes}); got "
-                f"[{labels.min()}, {labels.max()}]."
-            )
+        labels = class_labels(batch, label_key, num_classes)
         scores = encode_image_batch(backbone, batch)["embeddings"] @ classifier.T
         true = np.take_along_axis(scores, labels[:, None], axis=1)
         others_at_least = (scores >= true).sum(axis=1) - 1
