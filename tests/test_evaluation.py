@@ -520,6 +520,8 @@ def test_ridge_classifier_by_hand():
     assert count == 4
     with pytest.raises(ValueError, match="no labelled examples"):
         fit_ridge_classifier([], 2)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
+        fit_ridge_classifier([(features, np.array([0, -1, 1, 1]))], 2)  # -1 would index row 1
 
 
 def test_linear_probe_separable_embeddings_and_a_miss_by_hand():

@@ -31,7 +31,7 @@ def numpy_batches(dataset):
 
 
 def class_labels(batch, label_key, num_classes):
-    """`batch[label_key]` as (B,) int64 class indices, checked to lie in [0, num_classes).
+    """`batch[label_key]` as `class_indices`; a KeyError that lists the keys if it is missing.
 
     Example:
     >>> class_labels({"label": [[2], [0]]}, "label", 3).tolist()
@@ -39,7 +39,17 @@ def class_labels(batch, label_key, num_classes):
     """
     if label_key not in batch:
         raise KeyError(f"The batch has no {label_key!r} labels; it has {sorted(batch)}.")
-    labels = np.asarray(batch[label_key]).astype("int64").reshape(-1)
+    return class_indices(batch[label_key], num_classes)
+
+
+def class_indices(labels, num_classes):
+    """`labels` as (N,) int64, checked to lie in [0, num_classes) (a ValueError if not).
+
+    Example:
+    >>> class_indices([1, 0], 2).tolist()
+    [1, 0]
+    """
+    labels = np.asarray(labels).astype("int64").reshape(-1)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"Labels must be class indices in [0, {num_classes}); got "

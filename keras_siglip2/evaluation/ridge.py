@@ -9,6 +9,8 @@ largest score. Frequent classes pull a least-squares classifier more than a logi
 
 import numpy as np
 
+from keras_siglip2.evaluation.batches import class_indices
+
 
 def fit_ridge_classifier(batches, num_classes, l2_regularization=1e-3):
     """(weights (D, C), bias (C,), number of training examples) of the ridge classifier.
@@ -25,7 +27,7 @@ def fit_ridge_classifier(batches, num_classes, l2_regularization=1e-3):
     count, moments = 0, None
     for features, labels in batches:
         features = np.asarray(features, "float64")
-        targets = np.eye(num_classes)[np.asarray(labels, "int64")]
+        targets = np.eye(num_classes)[class_indices(labels, num_classes)]
         if moments is None:
             dim = features.shape[1]
             moments = [np.zeros(dim), np.zeros(num_classes), np.zeros((dim, dim)),
