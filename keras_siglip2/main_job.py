@@ -241,25 +241,31 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
     )
     patch_size = getattr(backbone.vision_encoder, "patch_size", None)
     results = {}
-    single = scenes.load("test", num_examples, seed=seed, language="en", num_objects=(1, 1))
-    probe_train = scenes.load("validation", num_examples, seed=seed, num_objects=(1, 1))
-    for attribute in ("colour", "shape"):
+    # Both attributes' labels ride along, so each set of scenes is drawn and converted once.
+    labels = {a: lambda ex, a=a: ex[a][0] for a in ("colour", "shape")}
+    single = _converted_batches(
+        scenes.load("test", num_examples, seed=seed, language="en", num_objects=(1, 1)),
+        converter, batch_size, held_out=lambda ex: ex["held_out"][0], **labels,
+    ).cache()
+    test_sets = {"": single, " (held-out pairs)": single.unbatch().filter(
+        lambda ex: ex["held_out"]).batch(batch_size)}
+    probe_train = _converted_batches(
+        scenes.load("validation", num_examples, seed=seed, num_objects=(1, 1)), converter,
+        batch_size, **labels,
+    ).cache()
+    for attribute in labels:
         classifier = evaluation.zero_shot_classifier(
             backbone, tokenizer, scenes.class_names(attribute, "en"),
             scenes.prompt_templates("en", attribute),
         )
-        label = {"label": lambda ex, a=attribute: ex[a][0]}
-        for name, examples in (("", single), (" (held-out pairs)",
-                                              single.filter(lambda ex: ex["held_out"][0]))):
+        for name, batches in test_sets.items():
             accuracy = evaluation.zero_shot_accuracy(
-                backbone, classifier, _converted_batches(examples, converter, batch_size, **label),
-                top_k=(1,),
+                backbone, classifier, batches, label_key=attribute, top_k=(1,)
             )
             results[f"zero-shot {attribute} accuracy{name}"] = accuracy["top1_accuracy"]
         linear = evaluation.linear_probe_accuracy(
-            backbone, _converted_batches(probe_train, converter, batch_size, **label),
-            _converted_batches(single, converter, batch_size, **label),
-            num_classes=len(scenes.class_names(attribute, "en")),
+            backbone, probe_train, single, num_classes=len(classifier),
+            label_key=attribute,
         )
         results[f"linear probe {attribute} accuracy"] = linear["accuracy"]
     scenes_en = scenes.load("test", num_examples, seed=seed, language="en")
