@@ -24,7 +24,7 @@ import tempfile
 
 from PIL import Image
 
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TerminateOnNaN
+from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TrainingBackup
 from keras_siglip2.datasets import scenes
 from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
 from keras_siglip2.pipelines import training_batches
@@ -93,18 +93,28 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
   vocabulary plus location bins and task tokens) that `build_trainer` returns;
 - SILC's `local_views`: random crops, each as a short NaFlex sequence.
 
-Every random draw is seeded by the example's index, so the pipeline is reproducible.
+Every random draw is seeded by the example's index, so the pipeline is reproducible, and a
+resumed run can start it where it stopped: `TrainingBackup.restore` loads the newest backup
+(model, EMA teacher, loss gates, optimizer) and returns its epoch, and the stream starts at
+that step's first example. A killed run restarted this way ends with the weights of an
+uninterrupted one.
 """
 
 trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
+epochs = config.num_epochs
+steps_per_epoch = config.steps // epochs
+backup = TrainingBackup(WORK / "backup")
+initial_epoch = backup.restore(trainer)  # 0 here: nothing to resume yet
+first = initial_epoch * steps_per_epoch * config.batch_size
 converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
 views = LocalViews(
     NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
 )
 batches = training_batches(
-    scenes.load("train", seed=config.seed, language=language_mix(config.english_fraction)),
+    scenes.load("train", seed=config.seed, language=language_mix(config.english_fraction),
+                start=first),
     tokenizer, converter, config.batch_size, vocab, config.decoder_length, views,
-    seed=config.seed,
+    seed=config.seed, start=first,
 ).prefetch(2)
 batch = next(iter(batches))
 for key, value in batch.items():
@@ -119,18 +129,20 @@ for key, value in batch.items():
 DINO heads of SILC / TIPS into one compiled `SigLIP2Trainer` (AdamW, warm-up then cosine
 decay). Three callbacks complete the recipe: `EMATeacher` moves the teacher towards the
 student after each step, `AuxiliaryLossSchedule` switches the self-supervised terms on at
-80% of training, `TerminateOnNaN` stops a diverging run. `StepLog` writes every step's
-terms to a CSV file.
+80% of training. `TrainingBackup` (first in the list) backs the whole state up after every
+epoch, atomically, and on a non-finite loss puts the model back to its last good state and
+raises `TrainingDiverged` naming the term and the step. `StepLog` writes every step's terms
+to a CSV file.
 """
 
 print(trainer.terms)
-epochs = config.epochs
 trainer.fit(
-    batches, epochs=epochs, steps_per_epoch=config.steps // epochs, verbose=2,
+    batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+    verbose=2,
     callbacks=[
+        backup,
         EMATeacher(config.ema_decay),
         AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction),
-        TerminateOnNaN(),
         StepLog(WORK / "steps.csv"),
     ],
 )

@@ -3,8 +3,120 @@
 
 import argparse
 import json
+import os
 import pathlib
+import re
+import shutil
+import string
 import sys
+import tempfile
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, `error: <message>`, exit status 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(message):
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
+
+
+# Argument types: each raises argparse.ArgumentTypeError with the reason, which argparse
+# reports as "argument --name: <reason>" before any work is done.
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number >= {minimum}; got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _template(text):
+    """A prompt template with exactly one empty `{}` field (and no other format fields)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        if fields == [""]:
+            text.format("label")  # a format spec that str.format refuses fails here
+    except (ValueError, IndexError, KeyError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid template ({e})") from None
+    if fields != [""]:
+        found = ", ".join(f"{{{f}}}" for f in fields) or "none"
+        raise argparse.ArgumentTypeError(
+            f"needs exactly one '{{}}' for the class name and no other fields; {text!r} "
+            f"has {found} (write a literal brace as '{{{{' or '}}}}')"
+        )
+    return text
+
+
+def _labels(text):
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError(
+            f"needs at least one class name (comma-separated); got {text!r}"
+        )
+    return labels
+
+
+def _image_file(text):
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"image file {text!r} does not exist")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return text
+
+
+def _checkpoint_dir(text):
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a directory (give the checkpoint directory `train` wrote)"
+        )
+    return text
+
+
+def _output_file(text):
+    parent = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text) or not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: "
+            + ("it is a directory" if os.path.isdir(text) else f"{parent!r} is not a directory")
+        )
+    return text
+
+
+def _new_directory(text):
+    if os.path.exists(text) and (not os.path.isdir(text) or os.listdir(text)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} already exists and is not an empty directory: choose a new path, or "
+            "remove it first"
+        )
+    return text
+
+
+class _Texts(argparse.Action):
+    """`--texts`: every item must be UTF-8 text (Linux argv can hold other bytes)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for i, value in enumerate(values, 1):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise argparse.ArgumentError(
+                    self, f"item {i} is not valid UTF-8 text: {value!r}"
+                ) from None
+        setattr(namespace, self.dest, values)
 
 
 def _presets(args):
@@ -23,16 +135,40 @@ def _presets(args):
 
 
 def _convert(args):
+    """Writes into `<destination>.partial-XXXX` beside it, renamed at the end: a failure
+    leaves nothing behind (nor the parent folders it created)."""
     from keras_siglip2.preset_loader import load_backbone, tokenizer_proto
     from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
-    backbone = load_backbone(args.source, source=args.from_source)
-    backbone.save_to_preset(args.destination)
-    proto = tokenizer_proto(args.source, source=args.from_source)
+    destination = pathlib.Path(args.destination).absolute()
+    created = None  # the outermost parent folder this command creates
+    for parent in destination.parents:
+        if parent.exists():
+            break
+        created = parent
+    partial = None
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = pathlib.Path(
+            tempfile.mkdtemp(prefix=f"{destination.name}.partial-", dir=destination.parent)
+        )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o777 & ~umask)  # mkdtemp's folder is private; the preset is not
+        proto = tokenizer_proto(args.source, source=args.from_source)  # fails fast offline
+        backbone = load_backbone(args.source, source=args.from_source)
+        backbone.save_to_preset(str(partial))
+        if proto is not None:
+            SigLIP2Tokenizer(proto=str(proto)).save_to_preset(str(partial))
+        if destination.is_dir():
+            destination.rmdir()  # empty (checked up front); rename cannot replace it everywhere
+        os.replace(partial, destination)
+    except BaseException:
+        if created or partial:
+            shutil.rmtree(created or partial, ignore_errors=True)
+        raise
     if proto is None:
         print(f"note: {args.source} holds no tokenizer vocabulary.", file=sys.stderr)
-    else:
-        SigLIP2Tokenizer(proto=str(proto)).save_to_preset(args.destination)
     print(f"saved {backbone.count_params():,} weights to {args.destination}")
 
 
@@ -47,7 +183,7 @@ def _train(args):
         overrides["distribution"] = "tpu"
     config = MainJobConfig(**overrides)
     workdir = pathlib.Path(args.workdir)
-    train(config, workdir, verbose=1 if sys.stdout.isatty() else 2)
+    train(config, workdir, verbose=1 if sys.stdout.isatty() else 2, restart=args.restart)
     print(f"checkpoint: {workdir / 'checkpoint'}  loss curves: {workdir / 'losses.png'}")
     if args.eval_examples > 0:
         results = evaluate(workdir / "checkpoint", num_examples=args.eval_examples,
@@ -76,11 +212,7 @@ def _zero_shot(args):
 
     from keras_siglip2.layers.logits import l2_normalize
 
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-    if len(labels) < 1:
-        raise ValueError("--labels needs at least one class name (comma-separated).")
-    if args.template.count("{}") != 1:
-        raise ValueError(f"--template needs exactly one '{{}}'; got {args.template!r}.")
+    labels = args.labels
     model = _model(args.preset)
     backbone = model["backbone"]
     images = model["image_converter"](list(args.images))
@@ -100,8 +232,6 @@ def _embed(args):
     import keras
     import numpy as np
 
-    if bool(args.images) == bool(args.texts):
-        raise ValueError("Give either --images or --texts (not both).")
     model = _model(args.preset)
     backbone = model["backbone"]
     if args.images:
@@ -131,10 +261,12 @@ def _export(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras_siglip2",
         description="SigLIP 2 for Keras 3: train, evaluate, zero-shot, embed, convert, export.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train",
@@ -145,7 +277,8 @@ def main(argv=None):
                        help="directory for the checkpoint, logs and plots; an interrupted run "
                        "there resumes (default: siglip2_run)")
     for name, kind, text in (
-        ("steps", int, "optimizer steps"), ("batch_size", int, "examples per step"),
+        ("steps", int, "optimizer steps"), ("epochs", int, "backups (resumption points)"),
+        ("batch_size", int, "examples per step"),
         ("learning_rate", float, "peak learning rate"), ("seed", int, "seed of data and init"),
         ("width", int, "width of the towers and decoder"), ("depth", int, "image tower layers"),
         ("max_num_patches", int, "NaFlex patches per image"),
@@ -158,18 +291,22 @@ def main(argv=None):
                        "mirrored or tpu (TensorFlow) (default: none)")
     train.add_argument("--tpu", help="the TPU for --distribution tpu: 'local' on a TPU VM "
                        "(default), a TPU name or grpc:// address")
-    train.add_argument("--eval-examples", type=int, default=1000,
+    train.add_argument("--restart", action="store_true",
+                       help="delete the run in --workdir (backup, checkpoint, logs) and start "
+                       "over; without it, a run there resumes where it stopped")
+    train.add_argument("--eval-examples", type=_int_at_least(0), default=1000,
                        help="test images for the evaluation after training; 0 skips it "
                        "(default: 1000)")
     train.set_defaults(run=_train)
     evaluate = commands.add_parser(
         "eval", help="evaluate a trained checkpoint on the embedded dataset's test split"
     )
-    evaluate.add_argument("checkpoint", help="the checkpoint directory `train` wrote")
-    evaluate.add_argument("--num-examples", type=int, default=1000,
+    evaluate.add_argument("checkpoint", type=_checkpoint_dir,
+                          help="the checkpoint directory `train` wrote")
+    evaluate.add_argument("--num-examples", type=_positive_int, default=1000,
                           help="test images for zero-shot, the linear probe (fitted on as "
                           "many validation images) and retrieval (default: 1000)")
-    evaluate.add_argument("--probe-examples", type=int, default=500,
+    evaluate.add_argument("--probe-examples", type=_positive_int, default=500,
                           help="images for the referring and dense-probe evaluations "
                           "(default: 500)")
     evaluate.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
@@ -177,21 +314,24 @@ def main(argv=None):
     zero_shot = commands.add_parser(
         "zero-shot", help="score images against class names (sigmoid probabilities)"
     )
-    zero_shot.add_argument("images", nargs="+", help="image files")
-    zero_shot.add_argument("--labels", required=True, help="comma-separated class names")
+    zero_shot.add_argument("images", nargs="+", type=_image_file, help="image files")
+    zero_shot.add_argument("--labels", required=True, type=_labels,
+                           help="comma-separated class names")
     zero_shot.add_argument("--preset", required=True,
                            help="a trained checkpoint directory, a preset name or handle")
-    zero_shot.add_argument("--template", default="a photo of a {}.",
+    zero_shot.add_argument("--template", default="a photo of a {}.", type=_template,
                            help="prompt with one {} for the class name (default: 'a photo of "
                            "a {}.'; use '{}' for checkpoints of `train`)")
-    zero_shot.add_argument("--top", type=int, default=5, help="classes shown per image")
+    zero_shot.add_argument("--top", type=_positive_int, default=5,
+                           help="classes shown per image")
     zero_shot.set_defaults(run=_zero_shot)
     embed = commands.add_parser("embed", help="embed images or texts into a .npy file")
     embed.add_argument("--preset", required=True,
                        help="a trained checkpoint directory, a preset name or handle")
-    embed.add_argument("--images", nargs="+", help="image files")
-    embed.add_argument("--texts", nargs="+", help="texts")
-    embed.add_argument("--output", "-o", required=True, help="the .npy file to write")
+    embed.add_argument("--images", nargs="+", type=_image_file, help="image files")
+    embed.add_argument("--texts", nargs="+", action=_Texts, help="texts")
+    embed.add_argument("--output", "-o", required=True, type=_output_file,
+                       help="the .npy file to write")
     embed.set_defaults(run=_embed)
     commands.add_parser(
         "presets", help="list the released checkpoints with their parameter counts"
@@ -202,7 +342,8 @@ def main(argv=None):
         "into a Keras preset directory, once; it then loads offline",
     )
     convert.add_argument("source", help="preset name, hf:// or kaggle:// handle, URL or path")
-    convert.add_argument("destination", help="directory to write the Keras preset to")
+    convert.add_argument("destination", type=_new_directory,
+                         help="directory to write the Keras preset to (new or empty)")
     convert.add_argument(
         "--from", dest="from_source", choices=("big_vision", "huggingface", "keras_hub"),
         help="which published copy a preset name is read from (default: big_vision)",
@@ -224,7 +365,7 @@ def main(argv=None):
         "keras_siglip2.export.support",
     )
     export.add_argument(
-        "--max-num-patches", type=int,
+        "--max-num-patches", type=_positive_int,
         help="NaFlex only: the fixed number of patches per image (default: the preset's)",
     )
     export.add_argument(
@@ -233,10 +374,21 @@ def main(argv=None):
     )
     export.set_defaults(run=_export)
     args = parser.parse_args(argv)
+    if args.command == "embed" and bool(args.images) == bool(args.texts):
+        embed.error("give either --images or --texts (not both)")
     try:
         args.run(args)
-    except (ValueError, OSError, RuntimeError) as e:
-        parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        parser.exit(130, "error: interrupted\n")
+    except Exception as e:  # every error is one line; --debug shows the traceback
+        if args.debug:
+            raise
+        message = _one_line(e)
+        if not isinstance(e, (ValueError, OSError, RuntimeError, ArithmeticError)):
+            message = f"{type(e).__name__}: {message} (rerun with --debug for the traceback)"
+        parser.exit(2, f"error: {message}\n")
 
 
 if __name__ == "__main__":

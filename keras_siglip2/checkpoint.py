@@ -13,13 +13,15 @@ import pathlib
 import keras
 import numpy as np
 
+from keras_siglip2.converters.file_errors import read_json, reading
+from keras_siglip2.converters.keras_hub import IMAGE_CONVERTER_FILE
+from keras_siglip2.converters.weight_loader import check_finite
 from keras_siglip2.locca_targets import LocCaVocabulary
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.preprocessing import NaFlexImageConverter, SigLIP2ImageConverter
 from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
-from keras_siglip2.converters.keras_hub import IMAGE_CONVERTER_FILE
 DECODER_CONFIG_FILE = "locca_decoder.json"
 DECODER_WEIGHTS_FILE = "locca_decoder.weights.npz"  # variable path → value
 
@@ -74,7 +76,8 @@ def load_checkpoint(handle):
     """Reads a directory written by `save_checkpoint`, or any preset handle.
 
     Returns a dict: `backbone`, `tokenizer`, `image_converter`, and `decoder` / `vocabulary`
-    (None when `handle` has no LocCa decoder, e.g. a released checkpoint).
+    (None when `handle` has no LocCa decoder, e.g. a released checkpoint). A truncated or
+    damaged file is a `CorruptFileError` naming it; a NaN or infinite weight is an error too.
     """
     directory = pathlib.Path(handle)
     backbone = SigLIP2Backbone.from_preset(str(handle))
@@ -83,20 +86,23 @@ def load_checkpoint(handle):
     image_converter = converter.from_preset(str(handle))  # reads IMAGE_CONVERTER_FILE
     decoder = vocabulary = None
     if (directory / DECODER_CONFIG_FILE).is_file():
-        config = json.loads((directory / DECODER_CONFIG_FILE).read_text())
+        config = read_json(directory / DECODER_CONFIG_FILE)
         decoder = LocCaDecoder.from_config(config["decoder"])
         decoder.build(
             (None, decoder.sequence_length), (None, None, backbone.vision_encoder.hidden_dim)
         )
-        with np.load(directory / DECODER_WEIGHTS_FILE) as values:
-            missing = sorted({w.path for w in decoder.weights} - set(values.files))
-            if missing:
-                raise ValueError(
-                    f"{directory / DECODER_WEIGHTS_FILE} lacks decoder weights {missing[:3]}; "
-                    f"it does not belong to {DECODER_CONFIG_FILE}."
-                )
-            for w in decoder.weights:
-                w.assign(values[w.path])
+        weights_file = directory / DECODER_WEIGHTS_FILE
+        with reading(weights_file, "npz"), np.load(weights_file) as npz:
+            values = {name: npz[name] for name in npz.files}  # reading checks each CRC
+        missing = sorted({w.path for w in decoder.weights} - set(values))
+        if missing:
+            raise ValueError(
+                f"{weights_file} lacks decoder weights {missing[:3]}; "
+                f"it does not belong to {DECODER_CONFIG_FILE}."
+            )
+        for w in decoder.weights:
+            check_finite(values[w.path], w.path, weights_file)
+            w.assign(values[w.path])
         vocabulary = LocCaVocabulary(**config["vocabulary"])
     return {
         "backbone": backbone, "tokenizer": tokenizer, "image_converter": image_converter,

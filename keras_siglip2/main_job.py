@@ -10,11 +10,14 @@ part of training, as in the paper), all fitted on `keras_siglip2.datasets.scenes
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import pathlib
+import shutil
 
 import keras
 
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TerminateOnNaN
+from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TrainingBackup
 from keras_siglip2.checkpoint import save_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.locca_targets import LocCaVocabulary
@@ -41,7 +44,8 @@ class MainJobConfig:
     # A narrow, shallow model for many steps: per step, width 64 / depth 2 learns as fast as
     # 128 / 4 at under a third of the step time, and shape, the slowest to learn, needs steps.
     steps: int = 1600
-    epochs: int = 10  # checkpoints (and resumption points) per run
+    # Backups (resumption points) per run: at most this many, the largest divisor of `steps`.
+    epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -75,6 +79,50 @@ class MainJobConfig:
     # TPU name or grpc:// address).
     distribution: str = "none"
     tpu: str = "local"
+
+    def __post_init__(self):
+        """Checks every setting, so a bad one fails before anything is built or written."""
+        positive = ("steps", "epochs", "batch_size", "patch_size", "max_num_patches", "width",
+                    "depth", "num_heads", "text_depth", "text_length", "decoder_depth",
+                    "decoder_length", "location_bins", "local_views", "local_view_patches",
+                    "distillation_dim")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0; got {self.seed!r}.")
+        ranges = {"learning_rate": (0, math.inf, False), "weight_decay": (0, math.inf, True),
+                  "warmup_fraction": (0, 1, True), "english_fraction": (0, 1, True),
+                  "auxiliary_start_fraction": (0, 1, True), "ema_decay": (0, 1, True)}
+        for name, (low, high, low_ok) in ranges.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not (
+                low <= value <= high if low_ok else low < value <= high
+            ):
+                side = "[" if low_ok else "("
+                raise ValueError(f"{name} must be a finite number in {side}{low}, {high}]; "
+                                 f"got {value!r}.")
+        if self.width % self.num_heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of num_heads "
+                             f"({self.num_heads}).")
+        if self.width < 2:
+            raise ValueError(f"width must be >= 2 (the DINO heads' bottleneck is width // 2); "
+                             f"got {self.width}.")
+        if self.distribution not in ("none", "data_parallel", "mirrored", "tpu"):
+            raise ValueError(f"Unknown distribution {self.distribution!r}: use 'none', "
+                             "'data_parallel', 'mirrored' or 'tpu'.")
+
+    @property
+    def num_epochs(self):
+        """The epochs `train` runs: the largest divisor of `steps` that is at most `epochs`.
+
+        Example:
+        >>> MainJobConfig(steps=1600).num_epochs, MainJobConfig(steps=15).num_epochs
+        (10, 5)
+        """
+        return max(d for d in range(1, min(self.epochs, self.steps) + 1) if self.steps % d == 0)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -160,51 +208,121 @@ def _distribution_scope(config):
     )
 
 
-def train(config, workdir, verbose=1):
+# Settings that may change when a run resumes: where it runs, not what it computes.
+_PLACEMENT = ("distribution", "tpu")
+_RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
+              "losses.png", "results.json")
+
+
+def train(config, workdir, verbose=1, restart=False, callbacks=()):
     """Trains the main job's model into `workdir`; resumes a run that was interrupted there.
 
     Writes `workdir/config.json`, `workdir/steps.csv` (every step's loss terms),
     `workdir/losses.png`, and the trained model to `workdir/checkpoint` (see
-    `keras_siglip2.checkpoint`); `workdir/backup` holds the resumption state until the run
-    completes. Returns the trainer.
+    `keras_siglip2.checkpoint`); returns that checkpoint's path.
+
+    A run is never lost: `workdir/backup` holds the whole training state after every epoch
+    (`TrainingBackup`), and the same call on the same `workdir` after a kill at any moment
+    continues from it, data stream included, to the weights an uninterrupted run reaches.
+    The checkpoint appears only once complete; a `workdir` that holds one is finished and
+    is not trained again. A loss or weight that goes non-finite raises
+    `keras_siglip2.callbacks.TrainingDiverged`; the backup of the last good state is kept
+    and no checkpoint is written. `restart=True` deletes the run's files in `workdir`
+    first. `callbacks` are added to `fit`'s.
     """
     workdir = pathlib.Path(workdir)
     languages = language_mix(config.english_fraction)
+    if restart:
+        for name in _RUN_FILES:
+            _remove(workdir / name)
+    _check_same_run(workdir, config)
+    checkpoint = workdir / "checkpoint"
+    if checkpoint.is_dir():
+        _remove(workdir / "backup")  # left by a kill after the checkpoint was committed
+        print(f"{workdir} holds a finished run; pass --restart (restart=True) to train again.")
+        return checkpoint
     scope = _distribution_scope(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json())
+    _write_atomically(workdir / "config.json", config.to_json())
     tokenizer = scenes.tokenizer(sequence_length=config.text_length)
     with scope:
         trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
+    backup = TrainingBackup(workdir / "backup", delete_on_finish=False)
+    epochs = config.num_epochs
+    steps_per_epoch = config.steps // epochs
+    initial_epoch = backup.restore(trainer)
+    step = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
+    if step != initial_epoch * steps_per_epoch:
+        raise ValueError(
+            f"The backup in {workdir / 'backup'} is at step {step}, which is not the end of "
+            f"epoch {initial_epoch} of this run: it belongs to another run; pass --restart "
+            "or use another --workdir."
+        )
     converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
     views = LocalViews(
         NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
     ) if config.self_distillation else None
+    first = step * config.batch_size  # the stream continues where the backup stopped
     batches = training_batches(
-        scenes.load("train", seed=config.seed, language=languages), tokenizer, converter,
-        config.batch_size, vocab if config.locca else None, config.decoder_length, views,
-        seed=config.seed,
+        scenes.load("train", seed=config.seed, language=languages, start=first), tokenizer,
+        converter, config.batch_size, vocab if config.locca else None, config.decoder_length,
+        views, seed=config.seed, start=first,
     ).prefetch(2)
-    epochs = max(1, min(config.epochs, config.steps))
     step_log = workdir / "steps.csv"
     trainer.fit(
-        batches, epochs=epochs, steps_per_epoch=config.steps // epochs, verbose=verbose,
-        shuffle=False,  # the endless stream is drawn at random already
+        batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+        verbose=verbose, shuffle=False,  # the endless stream is drawn at random already
         callbacks=[
-            keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+            backup,
             *([EMATeacher(config.ema_decay),
                AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction)]
               if config.self_distillation else []),
-            TerminateOnNaN(),
             StepLog(step_log),
+            *callbacks,
         ],
     )
-    save_checkpoint(
-        workdir / "checkpoint", trainer.backbone, tokenizer, converter, trainer.decoder, vocab
-    )
+    partial = workdir / "checkpoint.partial"
+    _remove(partial)
+    save_checkpoint(partial, trainer.backbone, tokenizer, converter, trainer.decoder, vocab)
+    os.replace(partial, checkpoint)
+    _remove(workdir / "backup")
     log = StepLog.read(step_log)
     plot_curves({k: v for k, v in log.items() if k != "step"}, workdir / "losses.png")
-    return trainer
+    return checkpoint
+
+
+def _check_same_run(workdir, config):
+    """Fails if `workdir` holds a run (backup or checkpoint) of other settings."""
+    path = workdir / "config.json"
+    if not path.is_file() or not any((workdir / n).exists() for n in ("backup", "checkpoint")):
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); pass --restart to start the run in "
+                         f"{workdir} over.") from e
+    ours = dataclasses.asdict(config)
+    changed = [f"{k}: {saved.get(k)!r} there, {v!r} now" for k, v in ours.items()
+               if k not in _PLACEMENT and saved.get(k) != v]
+    if changed:
+        raise ValueError(
+            f"{workdir} holds a run with other settings ({'; '.join(changed[:3])}): rerun "
+            "with its settings to resume it, pass --restart to discard it, or use another "
+            "--workdir."
+        )
+
+
+def _write_atomically(path, text):
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _remove(path):
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _converted_batches(examples, image_converter, batch_size, **extra):

@@ -30,14 +30,16 @@ def converted_image(image_converter, image):
 
 def training_batches(
     examples, tokenizer, image_converter, batch_size, vocabulary=None, decoder_length=None,
-    local_views=None, seed=0,
+    local_views=None, seed=0, start=0,
 ):
     """Batches for `SigLIP2Trainer.fit`: images, `token_ids`, and the recipe's extra inputs.
 
     With a `LocCaVocabulary`, each example gets one LocCa task (captioning, referring
     expression → box, box → referring expression) of `decoder_length` tokens, drawn by
     `sample_locca_example`; with a `LocalViews` layer, SILC's `local_views`. Batches drop
-    the remainder so that every step has one static shape.
+    the remainder so that every step has one static shape. The draws of example i are
+    seeded by `(seed, start + i)`: give `examples` that begin at example `start` (e.g.
+    `scenes.load(..., start=start)`) to resume a stream.
 
     Example:
     >>> from keras_siglip2.datasets import scenes
@@ -69,7 +71,7 @@ def training_batches(
         return batch
 
     return (
-        examples.enumerate()
+        examples.enumerate(start)
         .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)
     )

@@ -12,9 +12,12 @@ import os
 import pathlib
 import socket
 
+import keras
 import keras_hub
 
 from keras_siglip2.converters import big_vision, download, huggingface
+from keras_siglip2.converters.file_errors import read_json
+from keras_siglip2.converters.weight_loader import check_finite
 from keras_siglip2.converters import keras_hub as keras_hub_converter
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
@@ -90,7 +93,7 @@ def _fetch_remote(handle):
         raise PresetError(f"'{handle}' has no config.json: it is not a transformers checkpoint.")
     index = files.get("model.safetensors.index.json")
     if index is not None:
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+        for shard in sorted(set(read_json(index)["weight_map"].values())):
             get_file(handle, shard)
     return files["config.json"].parent
 
@@ -135,14 +138,30 @@ def _detect(path, handle):
     if keras_hub_converter.is_keras_hub_checkpoint(path):
         return "keras_hub", path
     config = path / "config.json"
-    if config.is_file() and "SigLIP2Backbone" in config.read_text():
+    if config.is_file() and "SigLIP2Backbone" in json.dumps(read_json(config)):
         return "keras", path
+    if path.is_file() and path.suffix.lower() == ".npz":
+        big_vision.NpzCheckpoint(path, str(path)).close()  # says so if it is corrupt
     raise PresetError(
         f"'{handle}' is not a SigLIP 2 checkpoint in a known format: expected a "
         "big_vision .npz, a transformers directory (config.json with model_type "
         "siglip/siglip2 and model.safetensors), a keras-hub SigLIP preset, or a "
         "directory written by `save_to_preset`."
     )
+
+
+def _load_saved_preset(path, dtype):
+    """A directory written by `save_to_preset`, through keras-hub's loader, checked.
+
+    Its weight file is opened first, so a truncated one is an error naming it; every
+    loaded weight must be finite.
+    """
+    tensors, weights_file = keras_hub_converter.open_weights(path)
+    tensors.close()
+    backbone = keras_hub.models.Backbone.from_preset(str(path), dtype=dtype)
+    for variable in backbone.weights:
+        check_finite(keras.ops.convert_to_numpy(variable), variable.path, weights_file)
+    return backbone
 
 
 def load_backbone(handle, dtype=None, source=None, load_weights=True):
@@ -156,7 +175,7 @@ def load_backbone(handle, dtype=None, source=None, load_weights=True):
         return build_backbone(PRESETS[handle]["backbone"], dtype=dtype)
     fmt, path = resolve(handle, source)
     if fmt == "keras":
-        return keras_hub.models.Backbone.from_preset(str(path), dtype=dtype)
+        return _load_saved_preset(path, dtype)
     if fmt == "big_vision" and handle in PRESETS:
         # The weights alone cannot tell 384 px at patch 14 from 378 px.
         image_size = PRESETS[handle]["backbone"]["vision_encoder"].get("image_size")
@@ -201,12 +220,12 @@ def image_config(handle, source=None):
         return dict(PRESETS[handle]["image"])
     fmt, path = resolve(handle, source)
     if fmt == "huggingface":
-        config = json.loads((path / "config.json").read_text())
+        config = read_json(path / "config.json")
         vision = config.get("vision_config", {})
         if config.get("model_type") != "siglip2":
             return {"image_size": vision.get("image_size", 224)}
         processor = path / "preprocessor_config.json"
-        processor = json.loads(processor.read_text()) if processor.is_file() else {}
+        processor = read_json(processor) if processor.is_file() else {}
         return {
             "patch_size": processor.get("patch_size", vision.get("patch_size", 16)),
             "max_num_patches": processor.get("max_num_patches", NAFLEX_DEFAULT_PATCHES),
@@ -214,17 +233,17 @@ def image_config(handle, source=None):
     if fmt == "keras_hub":
         size = (keras_hub_converter.image_config(path).get("image_size") or [None])[0]
         if size is None:  # no image converter saved: the tower's input size
-            size = json.loads((path / "config.json").read_text())["config"]["vision_encoder"][
+            size = read_json(path / "config.json")["config"]["vision_encoder"][
                 "config"]["image_shape"][0]
         return {"image_size": int(size)}
     if fmt == "keras":
         saved = path / keras_hub_converter.IMAGE_CONVERTER_FILE  # a trained checkpoint's
         if saved.is_file():
-            config = json.loads(saved.read_text())["config"]
+            config = read_json(saved)["config"]
             if "max_num_patches" in config:
                 return {k: config[k] for k in ("patch_size", "max_num_patches")}
             return {"image_size": tuple(config["image_size"])}
-        config = json.loads((path / "config.json").read_text())["config"]
+        config = read_json(path / "config.json")["config"]
         vision = config["vision_encoder"]
         return _vision_image_config(
             "NaFlex" in vision["class_name"], vision["config"]

@@ -53,16 +53,58 @@ def _as_strings(inputs):
     else:
         raise TypeError(f"SigLIP2Tokenizer expects {expected}; got {type(inputs).__name__}.")
     texts = []
-    for item in items:
+    for index, item in enumerate(items):
         if isinstance(item, bytes):
-            item = item.decode("utf-8")
+            item = _decode_utf8(item, index if batched else None)
         if not isinstance(item, str):
             raise TypeError(
                 f"SigLIP2Tokenizer expects {expected}; got an element of type "
                 f"{type(item).__name__}: {item!r}."
             )
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates
+            raise ValueError(
+                f"SigLIP2Tokenizer: {_which(index if batched else None)} is not valid Unicode "
+                f"({e.reason} at character {e.start}): {item[:60]!r}. Remove or replace the "
+                "surrogate code points."
+            ) from None
         texts.append(item)
     return texts, batched
+
+
+def _which(index):
+    return "the text" if index is None else f"text {index}"
+
+
+def _decode_utf8(data, index):
+    """`data` decoded as UTF-8, or a ValueError naming the text (never a guess)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"SigLIP2Tokenizer: {_which(index)} is not valid UTF-8 ({e.reason} at byte "
+            f"{e.start}): {data[:60]!r}. Decode it yourself with its real encoding (e.g. "
+            "`data.decode('latin-1')`) and pass a str."
+        ) from None
+
+
+def _tf_assert_utf8(texts):
+    """`texts` (a 1-D tf.string tensor), checked to be valid UTF-8 when the graph runs."""
+    tf = _tf()
+    # Replacing invalid sequences by U+FFFD changes exactly the texts that are not UTF-8.
+    replaced = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace")
+    valid = tf.equal(replaced, texts)
+    invalid = tf.logical_not(valid)
+    # The message shows the texts with U+FFFD in place of the bad bytes: TF's error message
+    # must itself be UTF-8.
+    check = tf.debugging.Assert(tf.reduce_all(valid), [
+        "SigLIP2Tokenizer: texts that are not valid UTF-8 (decode them with their real "
+        "encoding first); their indices in the batch, then the texts with U+FFFD for the bad "
+        "bytes:", tf.where(invalid)[:, 0], tf.boolean_mask(replaced, invalid),
+    ], summarize=3)
+    with tf.control_dependencies([check]):
+        return tf.identity(texts)
 
 
 def _saved_by_keras(directory, config_file=_KERAS_CONFIG):
@@ -95,6 +137,11 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
     `detokenize` maps ids back to (lower-cased) text; pad and EOS are control pieces, which
     SentencePiece drops when decoding.
 
+    Texts are Unicode: `str`, or bytes / `tf.string` holding UTF-8. Bytes that are not valid
+    UTF-8 (and `str` with lone surrogates) are an error, never tokenized as they are: eagerly
+    a ValueError naming the text (`text 3 is not valid UTF-8 ...`); inside `tf.data` /
+    `tf.function` an InvalidArgumentError when the pipeline runs, with the offending texts.
+
     Args:
         proto: path of a SentencePiece `.model` file or its serialized bytes.
         sequence_length: length of the output ids (the text tower's 64 by default).
@@ -120,6 +167,11 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
     ((2, 8), 'int32', [1, 0, 0, 0, 0, 0, 0, 0])
     >>> tokenizer.detokenize(ids)
     ['a cat', '']
+    >>> try:
+    ...     tokenizer([b"ok", b"caf\\xe9"])  # Latin-1 bytes, not UTF-8: an error
+    ... except ValueError as error:
+    ...     print(str(error).split("SigLIP2Tokenizer: ")[1][:25])
+    text 1 is not valid UTF-8
     """
 
     backbone_cls = SigLIP2Backbone
@@ -218,10 +270,16 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
                 "SigLIP2Tokenizer expects a 0-D or 1-D tf.string tensor inside tf.data / "
                 f"tf.function; got {inputs.dtype.name} of shape {inputs.shape}."
             )
+        texts = tf.reshape(inputs, [-1])
+        if tf.executing_eagerly():
+            for index, text in enumerate(texts.numpy()):
+                _decode_utf8(text, index if inputs.shape.rank else None)
+        else:
+            texts = _tf_assert_utf8(texts)
         if self.lowercase:
             encoding = "utf-8" if self.lowercase == "unicode" else ""
-            inputs = tf.strings.lower(inputs, encoding=encoding)
-        tokens = sentence_piece.tokenize(tf.reshape(inputs, [-1]))
+            texts = tf.strings.lower(texts, encoding=encoding)
+        tokens = sentence_piece.tokenize(texts)
         tokens = tokens[:, : self.sequence_length - 1]
         eos = tf.fill([tokens.nrows(), 1], tf.constant(self.end_token_id, tokens.dtype))
         tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(eos)], axis=1)

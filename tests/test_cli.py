@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import keras
 
@@ -120,3 +121,108 @@ def test_train_on_a_missing_tpu_fails_fast_with_one_line(tmp_path):
     expected = "No TPU found" if keras.config.backend() == "tensorflow" else "TensorFlow"
     assert last.startswith("error: ") and expected in last, last
     assert not (tmp_path / "run").exists()  # nothing written before the check
+
+
+def _one_line_error(capsys, argv, code=2):
+    """Runs `main(argv)`; returns its stderr, checked to be one `error: ` line and exit `code`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == code, argv
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    return err
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "image.png"
+    path.write_bytes(b"")  # never read: the arguments fail first
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["eval", ".", "--num-examples", "0"], "--num-examples: must be a whole number >= 1"),
+    (["eval", ".", "--probe-examples", "-2"], "--probe-examples: must be a whole number"),
+    (["eval", "missing-checkpoint"], "checkpoint: 'missing-checkpoint' is not a directory"),
+    (["zero-shot", "IMAGE", "--labels", "a", "--preset", "p", "--top", "0"], "--top: must be"),
+    (["zero-shot", "IMAGE", "--labels", "a", "--preset", "p", "--template", "{} {x}"],
+     "--template: needs exactly one '{}'"),
+    (["zero-shot", "IMAGE", "--labels", "a", "--preset", "p", "--template", "{0}"],
+     "--template: needs exactly one '{}'"),
+    (["zero-shot", "IMAGE", "--labels", "a", "--preset", "p", "--template", "{{}}"],
+     "--template: needs exactly one '{}'"),
+    (["zero-shot", "IMAGE", "--labels", "a", "--preset", "p", "--template", "{:d}"],
+     "--template: '{:d}' is not a valid template"),
+    (["zero-shot", "IMAGE", "--labels", " , ", "--preset", "p"], "--labels: needs at least one"),
+    (["zero-shot", "IMAGE", "absent.png", "--labels", "a", "--preset", "p"],
+     "image file 'absent.png' does not exist"),
+    (["embed", "--preset", "p", "-o", "e.npy", "--texts", "ok", "caf\udcc3"],
+     "--texts: item 2 is not valid UTF-8 text"),
+    (["embed", "--preset", "p", "-o", "e.npy"], "give either --images or --texts"),
+    (["embed", "--preset", "p", "-o", "no/such/dir/e.npy", "--images", "IMAGE"], "--output"),
+    (["export", "out", "--preset", "p", "--max-num-patches", "0"], "--max-num-patches: must be"),
+    (["convert", "p", "NONEMPTY"], "is not an empty directory"),
+    (["train", "--steps", "many"], "--steps: invalid int value"),
+])
+def test_bad_arguments_are_one_line_before_any_work(capsys, monkeypatch, tmp_path, image,
+                                                    argv, says):
+    import keras_siglip2.checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_siglip2.checkpoint, "load_checkpoint", None)  # never reached
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "file").write_text("x")
+    argv = [{"IMAGE": image, "NONEMPTY": str(tmp_path / "full")}.get(a, a) for a in argv]
+    assert says in _one_line_error(capsys, argv)
+
+
+def test_every_error_is_one_line_and_debug_shows_it(capsys, monkeypatch, image):
+    import keras_siglip2.checkpoint
+
+    def fail(handle):
+        raise TypeError("no such\nthing")
+
+    monkeypatch.setattr(keras_siglip2.checkpoint, "load_checkpoint", fail)
+    argv = ["zero-shot", image, "--labels", "a", "--preset", "p"]
+    err = _one_line_error(capsys, argv)
+    assert "TypeError: no such thing" in err and "--debug" in err
+    with pytest.raises(TypeError, match="no such"):  # --debug: the traceback, unchanged
+        main(["--debug", *argv])
+
+    def interrupt(handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_siglip2.checkpoint, "load_checkpoint", interrupt)
+    assert _one_line_error(capsys, argv, code=130) == "error: interrupted\n"
+
+
+def test_a_corrupt_checkpoint_is_one_line_naming_the_file(capsys, tmp_path):
+    tiny_backbone(seed=2).save_to_preset(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    err = _one_line_error(capsys, ["embed", "--preset", str(tmp_path / "ckpt"), "--texts", "a",
+                                   "-o", str(tmp_path / "e.npy")])
+    assert f"{weights} is corrupt or truncated" in err and "re-download" in err
+
+
+def test_a_failed_convert_leaves_nothing_behind(capsys, tmp_path):
+    source = tmp_path / "src"
+    tiny_backbone(seed=4).save_to_preset(source)
+    (source / "assets" / "tokenizer").mkdir(parents=True, exist_ok=True)
+    (source / "assets" / "tokenizer" / "vocabulary.spm").write_bytes(b"not a model")
+    (tmp_path / "out").mkdir()
+    for destination in (tmp_path / "out" / "dst", tmp_path / "new" / "parents" / "dst"):
+        # The weights are written, then the tokenizer fails.
+        _one_line_error(capsys, ["convert", str(source), str(destination)])
+        assert not destination.exists()
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "new").exists()
+
+
+def test_convert_into_an_empty_directory(capsys, tmp_path):
+    source = tmp_path / "src"
+    tiny_backbone(seed=5).save_to_preset(source)
+    (tmp_path / "dst").mkdir()
+    main(["convert", str(source), str(tmp_path / "dst")])
+    assert "saved" in capsys.readouterr().out
+    assert SigLIP2Backbone.from_preset(str(tmp_path / "dst")).count_params() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "src"]

@@ -9,6 +9,7 @@ import functools
 import http.server
 import io
 import math
+import re
 import threading
 import time
 
@@ -20,8 +21,10 @@ import keras
 from conftest import naflex_batch
 from keras_siglip2.converters import big_vision
 from keras_siglip2.converters.download import DownloadError, cached_path, download
+from keras_siglip2.converters.file_errors import CorruptFileError
 from keras_siglip2.converters.weight_loader import WeightLoadingError
 from keras_siglip2.preset_loader import image_config
+from keras_siglip2.preset_loader import load_backbone as load_any_backbone
 
 IMG = dict(width=16, depth=2, heads=4, mlp=24)
 TXT = dict(width=12, depth=3, heads=3, mlp=20, vocab=50, length=7)
@@ -439,3 +442,24 @@ def test_load_from_bytes():
     np.savez(buffer, **params)
     buffer.seek(0)
     _check(big_vision.load_backbone(buffer), params, True, tag="from BytesIO")
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "overwritten"])
+def test_corrupt_or_truncated_npz_is_named(tmp_path, how):
+    path = save(tmp_path, make_checkpoint(False))
+    data = path.read_bytes()
+    half = len(data) // 2
+    path.write_bytes({"empty": b"", "truncated": data[:half],
+                      "overwritten": data[:half] + bytes(64) + data[half + 64:]}[how])
+    message = re.escape(str(path)) + " is corrupt or truncated .*: re-download or re-convert it"
+    for load in (big_vision.load_backbone, load_any_backbone):  # the latter detects the format
+        with pytest.raises(CorruptFileError, match=message):
+            load(str(path))
+
+
+def test_non_finite_tensor_is_named(tmp_path):
+    params = make_checkpoint(False)
+    params["t"] = np.array([np.nan], "float32")
+    path = save(tmp_path, params)
+    with pytest.raises(WeightLoadingError, match=re.escape(f"{path}: tensor 't' is not finite")):
+        big_vision.load_backbone(path)

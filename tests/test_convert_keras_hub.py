@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 
 import h5py
@@ -14,6 +15,7 @@ import pytest
 from conftest import tiny_backbone
 
 from keras_siglip2.converters import keras_hub as kh_converter
+from keras_siglip2.converters.file_errors import CorruptFileError
 from keras_siglip2.converters.keras_hub import KerasHubConversionError
 from keras_siglip2.converters.weight_loader import WeightLoadingError
 from keras_siglip2.preset_loader import image_config
@@ -339,3 +341,22 @@ def test_incompatible_config_is_refused(preset, tmp_path, edit, message):
 def test_not_a_keras_hub_siglip_preset(own_preset):
     with pytest.raises(KerasHubConversionError, match="SigLIPBackbone"):
         kh_converter.load_backbone(own_preset)
+
+
+def test_truncated_weights_file_is_named(preset, tmp_path):
+    _, source = preset
+    path = _copy(source, tmp_path)
+    weights = path / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptFileError, match=re.escape(f"{weights} is corrupt or truncated")):
+        kh_converter.load_backbone(path)
+
+
+def test_non_finite_weight_is_named(preset, tmp_path):
+    _, source = preset
+    path = _copy(source, tmp_path)
+    key = "layers/sig_lip_head/vars/0"  # the logit scale
+    with h5py.File(path / "model.weights.h5", "a") as f:
+        f[key][...] = np.inf
+    with pytest.raises(WeightLoadingError, match=f"tensor '{key}' is not finite"):
+        kh_converter.load_backbone(path)

@@ -1,6 +1,7 @@
 """NaFlex preprocessing against an independent transcription of big_vision's `ops_naflex.py`."""
 
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
@@ -213,3 +214,26 @@ def test_config_and_presets():
         NaFlexImageConverter.from_preset("nope")
     with pytest.raises(ValueError, match="must be >= 1"):
         NaFlexImageConverter(16, 0)
+
+
+def test_input_rules_are_the_loaders(tmp_path):
+    # NaFlex reads images with the same rules as SigLIP2ImageConverter (image_io); the full
+    # set is tested in test_image_converter.py. One of each kind here.
+    conv = NaFlexImageConverter(4, 16)
+    with pytest.raises(ValueError, match="Float image has values in \\[0, 256\\]"):
+        conv(np.linspace(0, 256, 27).reshape(3, 3, 3))
+    with pytest.raises(ValueError, match="PIL mode 'F'"):
+        conv(PIL.Image.new("F", (5, 5), 0.5))
+    uint16 = conv(np.full((5, 5, 3), 65535, "uint16"))["patches"]
+    np.testing.assert_allclose(uint16[: int(conv(np.zeros((5, 5, 3), "uint8"))["patch_mask"]
+                                            .sum())], 1.0, atol=1e-6)
+    path = tmp_path / "short.png"
+    image = PIL.Image.new("RGB", (40, 30), (9, 9, 9))
+    image.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="Image 1 of 2: Could not decode an image from the file"):
+        conv([np.zeros((5, 5), "uint8"), path])
+    image_nan = tf.data.Dataset.from_tensors(tf.fill((5, 5, 3), float("nan"))).map(conv)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Float image must be finite"):
+        next(iter(image_nan))

@@ -340,3 +340,46 @@ def test_pipeline_survives_a_later_random_seed(proto):
     keras.utils.set_random_seed(0)
     got = np.stack([ids.numpy() for ids in dataset])
     np.testing.assert_array_equal(got, tokenizer(texts))
+
+
+@pytest.mark.parametrize(
+    "bad,which,what",
+    [
+        (b"caf\xe9", "the text", "UTF-8"),
+        ([b"ok", b"\xff"], "text 1", "UTF-8"),
+        (np.array([b"ok", b"\xc3\x28"]), "text 1", "UTF-8"),
+        (tf.constant([b"a", b"b", b"\xed\xa0\x80"]), "text 2", "UTF-8"),  # encoded surrogate
+        ("\ud800", "the text", "Unicode"),
+        (["ok", "a\udfffb"], "text 1", "Unicode"),
+    ],
+)
+def test_non_utf8_text_is_an_error_eagerly(proto, bad, which, what):
+    tokenizer = SigLIP2Tokenizer(proto, sequence_length=8)
+    for call in (tokenizer, tokenizer.tokenize):
+        with pytest.raises(ValueError, match=f"SigLIP2Tokenizer: {which} is not valid {what}"):
+            call(bad)
+
+
+def test_non_utf8_text_is_an_error_in_tf_data(proto):
+    tokenizer = SigLIP2Tokenizer(proto, sequence_length=8)
+    texts = [b"ok", "caf\xe9".encode("latin-1"), b"fine"]
+    message = "not valid UTF-8.*indices in the batch.*\\[1\\].*caf\ufffd"
+    for batched in (True, False):
+        ds = tf.data.Dataset.from_tensor_slices(texts)
+        ds = ds.batch(3).map(tokenizer) if batched else ds.map(tokenizer)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message if batched else
+                           "not valid UTF-8.*caf\ufffd"):
+            list(ds)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        tf.function(lambda x: tokenizer(x))(tf.constant(texts))
+
+
+def test_valid_utf8_edge_cases_are_unchanged(proto, sp):
+    # U+FFFD itself, NUL, a BOM, a noncharacter, 4-byte characters: valid, tokenised as before
+    # and the same in the graph.
+    texts = ["a\ufffdb", "x\x00y", "\ufeffBOM", "\uffff", "\U0001F600 \U0010FFFF", "\u0130"]
+    tokenizer = SigLIP2Tokenizer(proto, sequence_length=L)
+    expected = reference_ids(sp, texts, L, ascii_lower)
+    np.testing.assert_array_equal(tokenizer(texts), expected)
+    np.testing.assert_array_equal(tokenizer([t.encode() for t in texts]), expected)
+    np.testing.assert_array_equal(in_tf_data(tokenizer, texts), expected)

@@ -217,3 +217,16 @@ def test_config_round_trip():
     assert restored.loss_weights == trainer.loss_weights
     assert restored.loss_chunk_size == 2 and restored.distillation_dim == 8
     assert [tuple(v.shape) for v in restored.weights] == [tuple(v.shape) for v in trainer.weights]
+
+
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="torch's autograd only")
+def test_each_step_starts_from_zero_gradients():
+    # keras-hub-style towers' variables are not registered torch parameters, so
+    # torch.nn.Module.zero_grad alone would let their gradients add up across steps.
+    x = _batch()
+    trainer = _trainer()
+    trainer.compile(optimizer="adam")
+    trainer.fit(x, batch_size=BATCH, epochs=2, verbose=0, shuffle=False)
+    assert any(v.value.grad is not None for v in trainer.trainable_variables)
+    trainer.zero_grad()
+    assert all(v.value.grad is None for v in trainer.trainable_variables)

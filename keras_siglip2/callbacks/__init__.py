@@ -4,3 +4,4 @@ from keras_siglip2.callbacks.auxiliary_loss_schedule import AuxiliaryLossSchedul
 from keras_siglip2.callbacks.ema_teacher import EMATeacher
 from keras_siglip2.callbacks.terminate_on_nan import TerminateOnNaN
 from keras_siglip2.callbacks.step_log import StepLog
+from keras_siglip2.callbacks.training_backup import TrainingBackup, TrainingDiverged

@@ -14,7 +14,7 @@ class StepLog(keras.callbacks.Callback):
     the epoch; loss curves want each step's own value, which this recovers. The step is
     the optimizer's iteration count, so a run resumed by `keras.callbacks.BackupAndRestore`
     appends after the restored step, and `read(path)` keeps the last row written for each
-    step (the re-run one).
+    step (the re-run one). A row that a kill cut short is dropped when training begins.
 
     Example:
     >>> import tempfile, os
@@ -32,6 +32,14 @@ class StepLog(keras.callbacks.Callback):
         super().__init__()
         self.path = os.fspath(path)
         self._means, self._count = {}, 0
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb+") as f:
+            text = f.read()
+            if text and not text.endswith(b"\n"):
+                f.truncate(text.rfind(b"\n") + 1)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._means, self._count = {}, 0

@@ -58,18 +58,30 @@ class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
         if not bad:
             self._last_finite_logs = dict(logs or {})
             return
-        self.bad_terms = {k: v for k, v in bad.items() if k != "loss"} or bad
-        terms = ", ".join(f"{k}={v}" for k, v in self.bad_terms.items())
-        total = f" (loss={logs['loss']})" if "loss" in logs and "loss" not in self.bad_terms else ""
-        model = self.model
-        where = f"Batch {batch}"
-        if model.optimizer is not None:  # The 0-based index of the step that just ran.
-            where += f" (step {int(ops.convert_to_numpy(model.optimizer.iterations)) - 1})"
-        self.message = (
-            f"{where}: non-finite {terms}{total}; training stopped. "
-            f"Last finite logs: {self._last_finite_logs}"
+        self.bad_terms, self.message = describe_non_finite(
+            self.model, batch, logs, bad, self._last_finite_logs
         )
         if self.raise_error:
             raise FloatingPointError(self.message)
         print(self.message)
-        model.stop_training = True
+        self.model.stop_training = True
+
+
+def describe_non_finite(model, batch, logs, bad, last_finite_logs):
+    """`(bad_terms, message)` for batch logs whose entries `bad` are non-finite.
+
+    `bad_terms` leaves out `loss` unless it is the only one; the message names the batch,
+    the 0-based step that just ran (when `model` has an optimizer), the terms and the last
+    finite logs.
+    """
+    bad_terms = {k: v for k, v in bad.items() if k != "loss"} or bad
+    terms = ", ".join(f"{k}={v}" for k, v in bad_terms.items())
+    total = f" (loss={logs['loss']})" if "loss" in logs and "loss" not in bad_terms else ""
+    where = f"Batch {batch}"
+    if getattr(model, "optimizer", None) is not None:  # The index of the step that just ran.
+        where += f" (step {int(ops.convert_to_numpy(model.optimizer.iterations)) - 1})"
+    message = (
+        f"{where}: non-finite {terms}{total}; training stopped. "
+        f"Last finite logs: {last_finite_logs}"
+    )
+    return bad_terms, message

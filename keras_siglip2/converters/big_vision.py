@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from keras_siglip2.converters.download import download, is_url
+from keras_siglip2.converters.file_errors import reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 
 _PREFIX = "params/"
@@ -25,26 +26,24 @@ class NpzCheckpoint(Mapping):
 
     Shapes come from the `.npy` headers, so inferring the architecture reads no
     data; an array is read from the file each time it is indexed. Object
-    (pickled) arrays are refused before anything is loaded.
+    (pickled) arrays are refused before anything is loaded; a file that is not a
+    readable zip, or a member that fails its CRC check, is a `CorruptFileError`.
     """
 
     def __init__(self, source, name):
         self.name = name
-        try:
+        # np.load reads a file that is neither .npy nor zip (an empty or cut-short
+        # download) as a pickle, and refuses: `reading` says the file is corrupt instead.
+        with reading(name, "npz"):
             self._npz = np.load(source, allow_pickle=False)
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            # np.load reads a file that is neither .npy nor zip as a pickle,
-            # and refuses: say what the file is not, rather than "pickle".
-            raise WeightLoadingError(f"{name} is not a readable .npz file: {e}") from e
         if not isinstance(self._npz, np.lib.npyio.NpzFile):
             raise WeightLoadingError(f"{name} holds a single array, not a checkpoint.")
         self.shapes = {}
         for member in self._npz.zip.namelist():
             if not member.endswith(".npy"):
                 continue
-            shape, dtype = self._header(member)
+            with reading(name, "npz"):
+                shape, dtype = self._header(member)
             if dtype.hasobject:
                 raise WeightLoadingError(
                     f"{name}: '{member[:-4]}' is an object array, which only pickle "
@@ -74,7 +73,8 @@ class NpzCheckpoint(Mapping):
     def __getitem__(self, key):
         if key not in self.shapes:
             raise KeyError(key)
-        array = self._npz[self._prefix + key]
+        with reading(self.name, "npz"):  # a damaged member fails its CRC check here
+            array = self._npz[self._prefix + key]
         if array.dtype.type is np.void and array.dtype.itemsize == 2:
             # np.save writes bfloat16 as raw 2-byte voids (as big_vision's
             # recover_dtype notes); reinterpret the bits.

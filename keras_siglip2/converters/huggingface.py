@@ -36,6 +36,7 @@ import os
 
 import numpy as np
 
+from keras_siglip2.converters.file_errors import read_json, reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 
 _MODEL_TYPES = ("siglip", "siglip2")
@@ -66,9 +67,7 @@ _SUPPORTED_ACTIVATIONS = ("gelu_pytorch_tanh",)
 
 
 def _read_config(path):
-    config_path = os.path.join(path, "config.json")
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(os.path.join(path, "config.json"))
 
 
 def is_huggingface_checkpoint(path):
@@ -123,7 +122,8 @@ class _SafetensorsTensors:
         self._file_of = {}
         self._dtype_of = {}
         for filename in files:
-            with safe_open(filename, framework="np") as f:
+            # safetensors checks the header against the file's size: a cut-short file fails.
+            with reading(filename, "safetensors"), safe_open(filename, framework="np") as f:
                 for key in f.keys():  # a safe_open handle, not a dict
                     if key in self._file_of:
                         raise WeightLoadingError(
@@ -149,18 +149,18 @@ class _SafetensorsTensors:
         from safetensors import safe_open
 
         filename = self._file_of[key]
-        if self._dtype_of[key] == "BF16":
-            return _read_bfloat16(filename, key)
-        with safe_open(filename, framework="np") as f:
-            return f.get_tensor(key)
+        with reading(filename, "safetensors"):
+            if self._dtype_of[key] == "BF16":
+                return _read_bfloat16(filename, key)
+            with safe_open(filename, framework="np") as f:
+                return f.get_tensor(key)
 
 
 def _weight_files(path):
     index = os.path.join(path, _SAFETENSORS_INDEX)
     single = os.path.join(path, _SAFETENSORS)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = read_json(index)["weight_map"]
         files = [os.path.join(path, name) for name in sorted(set(weight_map.values()))]
         missing = [name for name in files if not os.path.isfile(name)]
         if missing:

@@ -38,6 +38,7 @@ import os
 
 import numpy as np
 
+from keras_siglip2.converters.file_errors import CorruptFileError, read_json, reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 
 CONFIG_FILE = "config.json"
@@ -79,15 +80,10 @@ class KerasHubConversionError(ValueError):
 def _read_json(path, filename):
     file = os.path.join(path, filename)
     try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(file)
     except FileNotFoundError:
         raise KerasHubConversionError(
             f"keras-hub preset '{path}': `{filename}` is missing."
-        ) from None
-    except json.JSONDecodeError as e:
-        raise KerasHubConversionError(
-            f"keras-hub preset '{path}': `{filename}` is not valid JSON ({e})."
         ) from None
 
 
@@ -116,7 +112,7 @@ def is_keras_hub_checkpoint(path):
         return False
     try:
         config = _read_json(path, CONFIG_FILE)
-    except KerasHubConversionError:
+    except (KerasHubConversionError, CorruptFileError):
         return False
     return _is_keras_hub_object(config, _BACKBONE_CLASS)
 
@@ -308,7 +304,8 @@ class _H5Tensors:
                         )
                     self._datasets[name] = obj
 
-            file.visititems(visit)
+            with reading(file.filename, "h5"):  # reads every object header
+                file.visititems(visit)
 
     def __contains__(self, key):
         return key in self._datasets
@@ -321,7 +318,8 @@ class _H5Tensors:
 
     def __getitem__(self, key):
         dataset = self._datasets[key]
-        value = dataset[()]
+        with reading(dataset.file.filename, "h5"):
+            value = dataset[()]
         if dataset.attrs.get("dtype") == "bfloat16":
             import ml_dtypes
 
@@ -336,15 +334,16 @@ class _H5Tensors:
 def _open_h5(file):
     import h5py
 
-    try:
+    with reading(file, "h5"):
         return h5py.File(file, "r")
-    except OSError as e:
-        raise KerasHubConversionError(
-            f"'{file}' cannot be read as an H5 weights file ({e})."
-        ) from None
 
 
-def _open_weights(path):
+def open_weights(path):
+    """`(tensors, weights file)` of a preset directory's `model.weights.h5` (or its shards).
+
+    Opening reads every object header, so a truncated or damaged file is a
+    `CorruptFileError` naming it. Close `tensors` when done.
+    """
     single = os.path.join(path, WEIGHTS_FILE)
     if os.path.isfile(single):
         return _H5Tensors([_open_h5(single)]), single
@@ -522,7 +521,7 @@ def load_backbone(path, dtype=None):
             f"preset's configuration {arch['vision']} / {arch['text']}: {e}"
         ) from e
 
-    tensors, weights_file = _open_weights(path)
+    tensors, weights_file = open_weights(path)
     try:
         loader = WeightLoader(tensors, f"keras-hub weights '{weights_file}'")
         _load_vision(loader, backbone.vision_encoder)

@@ -7,11 +7,37 @@ class WeightLoadingError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+def check_finite(value, name, source_name):
+    """Raises `WeightLoadingError` if the float array `value` holds a NaN or an infinity.
+
+    `name` (the tensor) and `source_name` (the file) go into the message.
+
+    Example:
+    >>> check_finite(np.ones(3), "w", "demo.npz")
+    >>> try:
+    ...     check_finite(np.array([1.0, np.nan, np.inf]), "t", "demo.npz")
+    ... except WeightLoadingError as e:
+    ...     print(str(e)[:60])
+    demo.npz: tensor 't' is not finite (2 of 3 values are NaN or
+    """
+    value = np.asarray(value)
+    if value.dtype.kind not in "fc" and "float" not in value.dtype.name:  # ml_dtypes' too
+        return
+    bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+    if bad:
+        raise WeightLoadingError(
+            f"{source_name}: tensor '{name}' is not finite ({bad} of {value.size} values are "
+            "NaN or inf): the file is damaged or was saved from a diverged run; re-download "
+            "or re-convert it, or use an earlier checkpoint."
+        )
+
+
 class WeightLoader:
     """Copies tensors from a checkpoint (a name → array mapping) into a Keras model.
 
     Use `take(key)` to read a source tensor (marking it used) and
-    `assign(variable, value)` to set a model variable; `finish(model)` then
+    `assign(variable, value)` to set a model variable (a tensor holding a NaN or an
+    infinity is refused when taken); `finish(model)` then
     raises `WeightLoadingError` if any model variable was left unset or any
     source tensor was never read, so a partial load can never go unnoticed.
 
@@ -39,7 +65,9 @@ class WeightLoader:
                 "size or a truncated file?)."
             )
         self._used.add(key)
-        return np.asarray(self.tensors[key])
+        value = np.asarray(self.tensors[key])
+        check_finite(value, key, self.source_name)
+        return value
 
     def assign(self, variable, value):
         value = np.asarray(value)

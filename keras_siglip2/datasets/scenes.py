@@ -325,10 +325,10 @@ def _num_examples(split, num_examples):
     return int(num_examples)
 
 
-def load(split, num_examples=None, seed=0, language=None, num_objects=(1, 4)):
+def load(split, num_examples=None, seed=0, language=None, num_objects=(1, 4), start=0):
     """The split as a `tf.data.Dataset` of `example` dicts (strings as tf.string).
 
-    Element i equals `example(split, i, ...)`. It maps `Dataset.range` (or `counter` when
+    Element i equals `example(split, start + i, ...)`. It maps `Dataset.range` (or `counter` when
     endless) through `tf.numpy_function` in parallel with `deterministic=True`, so the order
     and the values do not depend on the parallelism.
 
@@ -336,12 +336,16 @@ def load(split, num_examples=None, seed=0, language=None, num_objects=(1, 4)):
         num_examples: examples to read; None reads 1000 for validation and test and is
             endless for train.
         seed, language, num_objects: as in `example`.
+        start: the index of the first example: a resumed training run starts its stream
+            where it stopped instead of replaying it.
 
     Example:
     >>> ds = load("validation", num_examples=2, language="ru")
     >>> [ex["caption"].numpy().decode() for ex in ds] == [
     ...     example("validation", i, language="ru")["caption"] for i in range(2)]
     True
+    >>> next(iter(load("train", start=5)))["caption"] == example("train", 5)["caption"]
+    <tf.Tensor: shape=(), dtype=bool, numpy=True>
     >>> ds.element_spec["boxes"]
     TensorSpec(shape=(None, 4), dtype=tf.float32, name=None)
     """
@@ -349,6 +353,8 @@ def load(split, num_examples=None, seed=0, language=None, num_objects=(1, 4)):
 
     num_objects = _check_arguments(split, seed, language, num_objects)
     count = _num_examples(split, num_examples)
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"`start` must be an int >= 0; got {start!r}.")
     keys = list(_SIGNATURE)
 
     def generate(index):
@@ -364,7 +370,8 @@ def load(split, num_examples=None, seed=0, language=None, num_objects=(1, 4)):
             value.set_shape(_SIGNATURE[key][1])
         return dict(zip(keys, values))
 
-    indices = tf.data.Dataset.counter() if count is None else tf.data.Dataset.range(count)
+    indices = (tf.data.Dataset.counter(int(start)) if count is None
+               else tf.data.Dataset.range(int(start), int(start) + count))
     return indices.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -22,7 +22,9 @@ import pathlib
 
 import keras
 
-from keras_siglip2.export.encoders import OUTPUTS, image_encoder_model, text_encoder_model
+from keras_siglip2.export.encoders import (
+    OUTPUTS, check_max_num_patches, image_encoder_model, text_encoder_model,
+)
 from keras_siglip2.export.support import check_supported
 
 ENCODERS = ("image", "text")
@@ -121,6 +123,8 @@ def export_encoders(
         raise ValueError(
             f"`encoders` must be a non-empty subset of {ENCODERS}; got {tuple(encoders)!r}."
         )
+    if max_num_patches is not None:
+        check_max_num_patches(max_num_patches)  # before a preset is loaded
     if isinstance(backbone_or_preset, (str, os.PathLike)):
         backbone, tokenizer, max_num_patches = _load(
             os.fspath(backbone_or_preset), tokenizer, max_num_patches

@@ -34,6 +34,18 @@ def _named_outputs(inputs, encoded, name):
     )
 
 
+def check_max_num_patches(max_num_patches):
+    """Raises `ValueError` unless `max_num_patches` is an int >= 1."""
+    if isinstance(max_num_patches, bool) or not isinstance(max_num_patches, int) or (
+        max_num_patches < 1
+    ):
+        raise ValueError(
+            "A NaFlex image tower is exported for one fixed number of patches: pass "
+            f"`max_num_patches` as an int >= 1 (256 for the released models); got "
+            f"{max_num_patches!r}."
+        )
+
+
 def image_encoder_model(backbone, max_num_patches=None):
     """The image tower of `backbone` as a Keras model (see the module docstring).
 
@@ -61,14 +73,7 @@ def image_encoder_model(backbone, max_num_patches=None):
         size = vision.image_size
         inputs = {"images": keras.Input((size, size, 3), name="images")}
         return _named_outputs(inputs, vision(inputs["images"]), "image_encoder")
-    if isinstance(max_num_patches, bool) or not isinstance(max_num_patches, int) or (
-        max_num_patches < 1
-    ):
-        raise ValueError(
-            "A NaFlex image tower is exported for one fixed number of patches: pass "
-            f"`max_num_patches` as an int >= 1 (256 for the released models); got "
-            f"{max_num_patches!r}."
-        )
+    check_max_num_patches(max_num_patches)
     n, width = max_num_patches, vision.patch_size**2 * 3
     inputs = {
         "patches": keras.Input((n, width), name="patches"),

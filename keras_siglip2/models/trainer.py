@@ -218,6 +218,18 @@ class SigLIP2Trainer(keras.Model):
             pairs += list(zip(teacher.weights, student.weights, strict=True))
         return pairs
 
+    def zero_grad(self, set_to_none=True):
+        """PyTorch backend: clears the gradient of every trainable variable before a step.
+
+        `torch.nn.Module.zero_grad` reaches registered parameters only, and the variables of
+        keras-hub-style towers (keras-hub's own `SigLIPVisionEncoder` too, Keras 3.15 /
+        keras-hub 0.32) are not registered: without this their gradients would add up over
+        the steps of `fit`, and a resumed run would differ from an uninterrupted one.
+        """
+        super().zero_grad(set_to_none)
+        for variable in self.trainable_variables:
+            variable.value.grad = None
+
     def _curate(self, x):
         """Keeps the most learnable examples of the super-batch `x` (ACID)."""
         backbone, reference = self.backbone, self.reference

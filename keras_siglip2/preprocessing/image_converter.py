@@ -70,7 +70,16 @@ class SigLIP2ImageConverter(keras_hub.layers.ImageConverter):
     batch (a list of images of any sizes, or a (B, H, W, C) array). Called eagerly it returns
     a numpy array, (S, S, 3) or (B, S, S, 3), on every Keras backend. Inside `tf.data`
     (`dataset.map(converter)`) it takes (H, W, C) or (B, H, W, C) tf tensors of any size
-    and returns tf tensors of static shape. Pixel values are in [0, 255] (uint8 or float).
+    and returns tf tensors of static shape.
+
+    Input values follow one set of rules, eagerly and inside `tf.data` alike (the same as
+    `NaFlexImageConverter`; details in `keras_siglip2.preprocessing.image_io`): uint8 as it
+    is; uint16 and 16-bit PIL images rescaled from [0, 65535]; other integers and floats must
+    lie in [0, 255] (floats finite), else a ValueError saying what was found (inside
+    `tf.data`, an InvalidArgumentError when the pipeline runs); alpha composited onto white;
+    PIL modes I and F rejected (no fixed range: convert them yourself). Files are decoded in
+    full (truncated or corrupt files: a ValueError naming the file) under a pixel limit
+    checked from the header (`image_io.MAX_IMAGE_PIXELS`, PIL's default, settable).
 
     Args:
         image_size: int, or (height, width), the output size.

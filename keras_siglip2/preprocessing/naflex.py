@@ -104,7 +104,15 @@ class NaFlexImageConverter(keras.layers.Layer):
     batch (a list of such images of any sizes, or a (B, H, W, C) array). Called eagerly it
     returns numpy arrays, on every Keras backend. Inside `tf.data` (`dataset.map(converter)`)
     it takes a (H, W, C) or (B, H, W, C) tf tensor of any size and returns tf tensors with
-    static shapes. Pixel values are in [0, 255] (uint8 or float).
+    static shapes.
+
+    Input values follow the same rules as `SigLIP2ImageConverter`, eagerly and inside
+    `tf.data` (details in `keras_siglip2.preprocessing.image_io`): uint8 as it is; uint16 and
+    16-bit PIL images rescaled from [0, 65535]; other integers and floats must lie in
+    [0, 255] (floats finite), else a ValueError (inside `tf.data`, an InvalidArgumentError);
+    alpha composited onto white; PIL modes I and F rejected; files decoded in full (truncated
+    or corrupt: a ValueError naming the file) under a pixel limit checked from the header
+    (`image_io.MAX_IMAGE_PIXELS`).
 
     Example:
     >>> converter = NaFlexImageConverter(patch_size=16, max_num_patches=256)
