@@ -24,7 +24,7 @@ import tempfile
 
 from PIL import Image
 
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TrainingBackup
+from keras_siglip2.callbacks import AuxiliaryLossSchedule, StepLog, TrainingBackup
 from keras_siglip2.datasets import scenes
 from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
 from keras_siglip2.pipelines import training_batches
@@ -127,9 +127,9 @@ for key, value in batch.items():
 
 `build_trainer` builds the NaFlex image tower, the text tower, the LocCa decoder and the
 DINO heads of SILC / TIPS into one compiled `SigLIP2Trainer` (AdamW, warm-up then cosine
-decay). Three callbacks complete the recipe: `EMATeacher` moves the teacher towards the
-student after each step, `AuxiliaryLossSchedule` switches the self-supervised terms on at
-80% of training. `TrainingBackup` (first in the list) backs the whole state up after every
+decay). The teacher moves towards the student inside each compiled train step (the
+trainer's `ema_decay`). Callbacks complete the recipe: `AuxiliaryLossSchedule` switches the
+self-supervised terms on at 80% of training; `TrainingBackup` (first in the list) backs the whole state up after every
 epoch, atomically, and on a non-finite loss puts the model back to its last good state and
 raises `TrainingDiverged` naming the term and the step. `StepLog` writes every step's terms
 to a CSV file.
@@ -141,7 +141,6 @@ trainer.fit(
     verbose=2,
     callbacks=[
         backup,
-        EMATeacher(config.ema_decay),
         AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction),
         StepLog(WORK / "steps.csv"),
     ],

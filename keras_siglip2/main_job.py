@@ -17,7 +17,7 @@ import shutil
 
 import keras
 
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, EMATeacher, StepLog, TrainingBackup
+from keras_siglip2.callbacks import AuxiliaryLossSchedule, StepLog, TrainingBackup
 from keras_siglip2.checkpoint import save_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.locca_targets import LocCaVocabulary
@@ -174,6 +174,7 @@ def build_trainer(config, text_vocabulary_size):
         distillation_dim=config.distillation_dim if config.self_distillation else None,
         head_hidden_dim=2 * width,
         head_bottleneck_dim=width // 2, seed=config.seed,
+        ema_decay=config.ema_decay if config.self_distillation else None,
     )
     warmup = max(1, int(config.warmup_fraction * config.steps))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -274,8 +275,7 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
         verbose=verbose, shuffle=False,  # the endless stream is drawn at random already
         callbacks=[
             backup,
-            *([EMATeacher(config.ema_decay),
-               AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction)]
+            *([AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction)]
               if config.self_distillation else []),
             StepLog(step_log),
             *callbacks,

@@ -31,6 +31,7 @@ if kind in ("begin", "end"):
 
     class Killer(main_job.StepLog):
         def on_train_batch_begin(self, batch, logs=None):
+            super().on_train_batch_begin(batch, logs)
             if kind == "begin" and step(self.model) == int(value) - 1:
                 die()
 

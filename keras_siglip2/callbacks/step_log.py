@@ -34,6 +34,7 @@ class StepLog(keras.callbacks.Callback):
         self._means, self._count = {}, 0
 
     def on_train_begin(self, logs=None):
+        self._step = None
         if not os.path.exists(self.path):
             return
         with open(self.path, "rb+") as f:
@@ -41,13 +42,20 @@ class StepLog(keras.callbacks.Callback):
             if text and not text.endswith(b"\n"):
                 f.truncate(text.rfind(b"\n") + 1)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._step is None:  # after every on_train_begin (a restore); the state is synced
+            self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def on_epoch_begin(self, epoch, logs=None):
         self._means, self._count = {}, 0
 
     def on_train_batch_end(self, batch, logs=None):
         # Keras logs each metric's running mean over the epoch: the n-th step's own value
         # is n·mean_n − (n−1)·mean_(n−1).
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        # Counted, not read from the model: on JAX reading a variable mid-epoch copies the
+        # whole training state back into the model each step.
+        self._step += 1
+        step = self._step
         means = {k: float(v) for k, v in (logs or {}).items()}
         n = self._count = self._count + 1
         row = {"step": step}

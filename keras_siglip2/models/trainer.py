@@ -47,8 +47,11 @@ class SigLIP2Trainer(keras.Model):
       patch tokens replaced by a learned mask token and predicts the
       teacher's per-patch head outputs there.
     `weight_k` are constants; the gates are variables that callbacks flip
-    (`AuxiliaryLossSchedule`) without recompiling. The teacher is moved by the
-    `EMATeacher` callback through `ema_pairs`. Each term is logged in `fit`'s
+    (`AuxiliaryLossSchedule`) without recompiling. With `ema_decay`, the teacher
+    moves inside the compiled train step: each step first applies the previous
+    step's update, `teacher = d · teacher + (1 − d) · student` (no per-step host
+    work, and a resumed run applies the update its backup was written before);
+    without it, the `EMATeacher` callback moves it through `ema_pairs`. Each term is logged in `fit`'s
     history under its name, as gate_k · term_k (0 while a term is off). Terms
     in `skipped_terms` (a set of names, which `AuxiliaryLossSchedule` keeps
     equal to the gated-off ones) are not computed at all: changing it needs
@@ -76,6 +79,8 @@ class SigLIP2Trainer(keras.Model):
         student_temperature, teacher_temperature, center_momentum: DINO's.
         reference: a frozen `SigLIP2Backbone` scoring learnability (ACID).
         curation_fraction: fraction of each super-batch kept.
+        ema_decay: the teacher's EMA decay d in [0, 1], updated inside the train
+            step; None leaves the teacher to the `EMATeacher` callback.
         loss_chunk_size: compute the sigmoid loss `chunk` texts at a time
             (memory O(B·chunk)); None for the dense loss. A batch split over
             devices (`keras.distribution` on JAX, `tf.distribute` on
@@ -116,6 +121,7 @@ class SigLIP2Trainer(keras.Model):
         curation_fraction=0.5,
         loss_chunk_size=None,
         seed=None,
+        ema_decay=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -132,6 +138,9 @@ class SigLIP2Trainer(keras.Model):
         self.curation_fraction = curation_fraction
         self.loss_chunk_size = loss_chunk_size
         self.seed = seed
+        if ema_decay is not None and not 0.0 <= float(ema_decay) <= 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1] (or be None); got {ema_decay!r}.")
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
 
         if decoder is not None and not decoder.built:
             decoder.build(
@@ -199,6 +208,9 @@ class SigLIP2Trainer(keras.Model):
                 trainable=False, name="mask_seed",
             )
             object.__setattr__(self, "_mask_seeds", generator)  # untracked: no duplicate state
+            self.teacher_steps = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="teacher_steps"
+            )
         if reference is not None:
             reference.trainable = False
         # Every variable exists by now (e.g. BackupAndRestore on TF needs a built model).
@@ -245,8 +257,20 @@ class SigLIP2Trainer(keras.Model):
         return {**(images if self.backbone.is_naflex else {"images": images}),
                 "token_ids": x["token_ids"]}
 
+    def _move_teacher(self):
+        """The EMA update that followed the previous train step (none before the first)."""
+        steps = self.teacher_steps  # the optimizer's iterations are not visible here on JAX
+        decay = ops.where(ops.greater(steps, 0.0), self.ema_decay, 1.0)
+        steps.assign(steps + 1.0)
+        for teacher, student in self.ema_pairs:
+            value = decay * ops.cast(teacher, "float32") + (1.0 - decay) * ops.cast(
+                ops.stop_gradient(student), "float32")
+            teacher.assign(ops.cast(value, teacher.dtype))
+
     def call(self, x, training=False):
         """The unweighted loss terms of batch `x`: a dict of float32 scalars."""
+        if training and self.ema_decay is not None and self.distillation_dim is not None:
+            self._move_teacher()
         if self.reference is not None and training:
             x = self._curate(x)
         vision = self.backbone.vision_encoder
@@ -359,7 +383,7 @@ class SigLIP2Trainer(keras.Model):
         for name in (
             "distillation_dim", "loss_weights", "mask_ratio", "head_hidden_dim",
             "head_bottleneck_dim", "student_temperature", "teacher_temperature",
-            "center_momentum", "curation_fraction", "loss_chunk_size", "seed",
+            "center_momentum", "curation_fraction", "loss_chunk_size", "seed", "ema_decay",
         ):
             config[name] = getattr(self, name)
         return config
