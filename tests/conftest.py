@@ -43,6 +43,23 @@ def naflex_batch(shapes, max_patches, patch_size=4, seed=0):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny torch ops run many times slower on a loaded
+    2-core machine with a thread per core. Other backends are left alone."""
+    if keras.config.backend() != "torch":
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

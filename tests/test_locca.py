@@ -24,20 +24,8 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny torch ops run ~20× slower on a loaded 2-core machine with a thread per core."""
-    if keras.config.backend() != "torch":
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# Tiny torch ops run much slower on a loaded 2-core machine with a thread per core.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_decoder(seed=0, **kwargs):
