@@ -79,18 +79,18 @@ class EMATeacher(keras.callbacks.Callback):
         teachers, students = zip(*pairs)
         self._update = _ema_update_fn(list(teachers), list(students))
         self._last_step = None
-        if self.copy_on_train_begin and _iterations(model) == 0:
+        if self.copy_on_train_begin and optimizer_step(model) == 0:
             self._update(0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._last_step is None:
             # Read once per fit, after every on_train_begin (BackupAndRestore restores the
             # iterations there); at the first batch the state is already synced, so it's free.
-            self._last_step = _iterations(self.model)
+            self._last_step = optimizer_step(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         model = self.model  # On JAX this syncs the training state into the variables.
-        step = _iterations(model)
+        step = optimizer_step(model)
         if step <= self._last_step:  # Gradient accumulation: no optimizer update yet.
             return
         decay = math.prod(self.decay_at(s) for s in range(self._last_step, step))
@@ -105,7 +105,8 @@ def _check_decay(decay):
     return decay
 
 
-def _iterations(model):
+def optimizer_step(model):
+    """The optimizer's iteration count as an int (on JAX mid-epoch, read after a sync)."""
     return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 

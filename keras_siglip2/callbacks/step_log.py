@@ -4,7 +4,8 @@ import csv
 import os
 
 import keras
-from keras import ops
+
+from keras_siglip2.callbacks.ema_teacher import optimizer_step
 
 
 class StepLog(keras.callbacks.Callback):
@@ -44,7 +45,7 @@ class StepLog(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._step is None:  # after every on_train_begin (a restore); the state is synced
-            self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._step = optimizer_step(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._means, self._count = {}, 0

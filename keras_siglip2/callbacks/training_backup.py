@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_siglip2.callbacks.ema_teacher import optimizer_step
 from keras_siglip2.callbacks.terminate_on_nan import TerminateOnNaN, describe_non_finite
 
 _BACKUP = re.compile(r"^epoch-(\d{5})\.weights\.h5$")
@@ -138,7 +139,7 @@ class TrainingBackup(keras.callbacks.Callback):
         model = self.model
         bad = [v.path for v in model.weights if not _finite(v)]
         if bad:
-            self._roll_back(model, {}, f"Epoch {epoch} (up to step {_iterations(model) - 1}): "
+            self._roll_back(model, {}, f"Epoch {epoch} (up to step {optimizer_step(model) - 1}): "
                                        f"non-finite weights {bad[:3]}")
         self._write(model, epoch + 1)
 
@@ -162,10 +163,10 @@ class TrainingBackup(keras.callbacks.Callback):
             old.unlink()
 
     def _roll_back(self, model, bad_terms, what):
-        step = _iterations(model) - 1
+        step = optimizer_step(model) - 1
         backups = self.backups()
         _load(model, backups[-1], backups[:-1])
-        good = _iterations(model)
+        good = optimizer_step(model)
         raise TrainingDiverged(
             f"Training diverged: {what}. The model holds its last good state again (step "
             f"{good}, kept in {backups[-1]}); lower the learning rate, or look for bad data "
@@ -192,10 +193,6 @@ def _load(model, path, older):
 def _finite(variable):
     value = ops.convert_to_numpy(variable)
     return not np.issubdtype(value.dtype, np.floating) or bool(np.isfinite(value).all())
-
-
-def _iterations(model):
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def _fsync_directory(directory):

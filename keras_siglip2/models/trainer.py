@@ -51,10 +51,11 @@ class SigLIP2Trainer(keras.Model):
     moves inside the compiled train step: each step first applies the previous
     step's update, `teacher = d · teacher + (1 − d) · student` (no per-step host
     work, and a resumed run applies the update its backup was written before);
-    without it, the `EMATeacher` callback moves it through `ema_pairs`. Each term is logged in `fit`'s
-    history under its name, as gate_k · term_k (0 while a term is off). Terms
-    in `skipped_terms` (a set of names, which `AuxiliaryLossSchedule` keeps
-    equal to the gated-off ones) are not computed at all: changing it needs
+    without it, the `EMATeacher` callback moves it through `ema_pairs`. Each
+    term is logged in `fit`'s history under its name, as gate_k · term_k (0
+    while a term is off). Terms in `skipped_terms` (a set of names, which
+    `AuxiliaryLossSchedule` keeps equal to the gated-off ones) are not computed
+    at all: changing it needs
     `make_train_function(force=True)`, one retrace.
 
     With a `reference` backbone (ACID active curation), each incoming batch is
