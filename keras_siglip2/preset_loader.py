@@ -13,7 +13,7 @@ import pathlib
 import socket
 
 import keras
-import keras_hub
+from keras_hub.src.utils.preset_utils import KerasPresetLoader
 
 from keras_siglip2.converters import big_vision, download, huggingface
 from keras_siglip2.converters.file_errors import read_json
@@ -39,7 +39,7 @@ class PresetError(ValueError):
     """A handle that names no usable SigLIP 2 checkpoint."""
 
 
-def build_backbone(backbone_config, dtype=None):
+def build_backbone(backbone_config, dtype=None, remat=False):
     """A randomly initialised backbone from a preset's `backbone` section.
 
     Example:
@@ -52,8 +52,8 @@ def build_backbone(backbone_config, dtype=None):
         SigLIP2NaFlexVisionEncoder if backbone_config["naflex"] else SigLIP2VisionEncoder
     )
     return SigLIP2Backbone(
-        vision_cls(**backbone_config["vision_encoder"], dtype=dtype),
-        SigLIP2TextEncoder(**backbone_config["text_encoder"], dtype=dtype),
+        vision_cls(**backbone_config["vision_encoder"], dtype=dtype, remat=remat),
+        SigLIP2TextEncoder(**backbone_config["text_encoder"], dtype=dtype, remat=remat),
         dtype=dtype,
     )
 
@@ -150,40 +150,52 @@ def _detect(path, handle):
     )
 
 
-def _load_saved_preset(path, dtype):
+def _load_saved_preset(path, dtype, remat):
     """A directory written by `save_to_preset`, through keras-hub's loader, checked.
 
-    Its weight file is opened first, so a truncated one is an error naming it; every
-    loaded weight must be finite.
+    `dtype` and `remat`, where not None, replace the saved ones of both towers (keras-hub
+    gives its options to the backbone's config only). Its weight file is opened first, so a
+    truncated one is an error naming it; every loaded weight must be finite.
     """
     tensors, weights_file = keras_hub_converter.open_weights(path)
     tensors.close()
-    backbone = keras_hub.models.Backbone.from_preset(str(path), dtype=dtype)
+    config = read_json(path / "config.json")
+    options = {k: v for k, v in {"dtype": dtype, "remat": remat}.items() if v is not None}
+    for tower in ("vision_encoder", "text_encoder"):
+        config["config"][tower]["config"].update(options)
+    backbone = KerasPresetLoader(str(path), config).load_backbone(
+        SigLIP2Backbone, load_weights=True, dtype=dtype
+    )
     for variable in backbone.weights:
         check_finite(keras.ops.convert_to_numpy(variable), variable.path, weights_file)
     return backbone
 
 
-def load_backbone(handle, dtype=None, source=None, load_weights=True):
-    """`SigLIP2Backbone.from_preset`: see the module docstring for handles."""
+def load_backbone(handle, dtype=None, source=None, load_weights=True, remat=None):
+    """`SigLIP2Backbone.from_preset`: see the module docstring for handles.
+
+    `remat=None` keeps a saved preset's setting (False for the other sources).
+    """
     if not load_weights:
         if handle not in PRESETS:
             raise PresetError(
                 "load_weights=False builds a randomly initialised model and needs "
                 f"a preset name; got '{handle}'."
             )
-        return build_backbone(PRESETS[handle]["backbone"], dtype=dtype)
+        return build_backbone(PRESETS[handle]["backbone"], dtype=dtype, remat=bool(remat))
     fmt, path = resolve(handle, source)
     if fmt == "keras":
-        return _load_saved_preset(path, dtype)
+        return _load_saved_preset(path, dtype, remat)
     if fmt == "big_vision" and handle in PRESETS:
         # The weights alone cannot tell 384 px at patch 14 from 378 px.
         image_size = PRESETS[handle]["backbone"]["vision_encoder"].get("image_size")
-        return big_vision.load_backbone(path, dtype=dtype, image_size=image_size)
+        return big_vision.load_backbone(
+            path, dtype=dtype, image_size=image_size, remat=bool(remat)
+        )
     converter = {
         "big_vision": big_vision, "huggingface": huggingface, "keras_hub": keras_hub_converter,
     }[fmt]
-    return converter.load_backbone(path, dtype=dtype)
+    return converter.load_backbone(path, dtype=dtype, remat=bool(remat))
 
 
 def tokenizer_proto(handle, source=None):

@@ -297,21 +297,25 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
     def from_preset(cls, preset, config_file=_KERAS_CONFIG, source=None, **kwargs):
         """A tokenizer for any handle `SigLIP2Backbone.from_preset` takes, or a saved one.
 
-        A directory written by `save_to_preset` (its `tokenizer.json`) loads through keras-hub
-        with its saved settings. Any other handle (preset name, `hf://`, `kaggle://`, a
-        transformers / keras-hub directory, a big_vision `.npz`) gives the SentencePiece model
-        that goes with that checkpoint, with `kwargs` (e.g. `sequence_length`) as settings.
+        A directory written by `save_to_preset` (its `tokenizer.json`) loads with its saved
+        settings. Any other handle (preset name, `hf://`, `kaggle://`, a transformers /
+        keras-hub directory, a big_vision `.npz`) gives the SentencePiece model that goes with
+        that checkpoint. `kwargs` (e.g. `sequence_length`, `dtype`) replace the settings.
         """
         from keras_siglip2 import preset_loader
 
         local = os.path.expanduser(os.fspath(preset))
         if os.path.isdir(local) and _saved_by_keras(local, config_file):
-            if os.path.isfile(os.path.join(local, "config.json")):
-                return super().from_preset(local, config_file=config_file, **kwargs)
-            # A tokenizer saved on its own has no config.json, which keras-hub's loader needs.
-            from keras_hub.src.utils.preset_utils import KerasPresetLoader
-
-            return KerasPresetLoader(local, None).load_tokenizer(cls, config_file, **kwargs)
+            # As keras-hub's loader does, but a `dtype` given replaces the saved one, and a
+            # tokenizer saved on its own (no config.json) loads too.
+            with open(os.path.join(local, config_file), encoding="utf-8") as f:
+                config = json.load(f)
+            unknown = sorted(set(kwargs) - set(config["config"]))
+            if unknown:  # from_config would bury this in a many-line message
+                raise TypeError(f"{cls.__name__}.from_preset() got unexpected arguments {unknown}.")
+            tokenizer = cls.from_config({**config["config"], **kwargs})
+            tokenizer.load_preset_assets(local)
+            return tokenizer
         proto = preset_loader.tokenizer_proto(preset, source=source)
         if proto is None:
             raise preset_loader.PresetError(

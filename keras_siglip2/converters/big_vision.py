@@ -364,7 +364,7 @@ def _load_text(loader, text, scanned):
     _put(loader, text.head.bias, loader.take("txt/head/bias"), None)
 
 
-def load_backbone(path_or_file, dtype=None, image_size=None):
+def load_backbone(path_or_file, dtype=None, image_size=None, remat=False):
     """Builds a `SigLIP2Backbone` from a big_vision two-tower `.npz` checkpoint.
 
     Sizes are inferred from the tensor shapes; both the numbered
@@ -380,6 +380,7 @@ def load_backbone(path_or_file, dtype=None, image_size=None):
         image_size: fixed-resolution image size. By default the grid times the
             patch size, or the resolution in the file name when the patch size
             does not divide it (So400m/14 at 384 px has a 27×27 grid).
+        remat: the towers' `remat` option.
 
     Raises:
         WeightLoadingError: a tensor is missing, unused, misshapen or pickled.
@@ -409,8 +410,8 @@ def load_backbone(path_or_file, dtype=None, image_size=None):
         config = infer_config(checkpoint.shapes, name, image_size)
         vision_cls = SigLIP2NaFlexVisionEncoder if config["naflex"] else SigLIP2VisionEncoder
         backbone = SigLIP2Backbone(
-            vision_cls(**config["vision"], dtype=dtype),
-            SigLIP2TextEncoder(**config["text"], dtype=dtype),
+            vision_cls(**config["vision"], dtype=dtype, remat=remat),
+            SigLIP2TextEncoder(**config["text"], dtype=dtype, remat=remat),
             dtype=dtype,
         )
         loader = WeightLoader(checkpoint, name)

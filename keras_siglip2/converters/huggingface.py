@@ -229,7 +229,7 @@ def _check_common(sub, tower, path):
         )
 
 
-def _build_backbone(config, path, dtype):
+def _build_backbone(config, path, dtype, remat):
     from keras_siglip2.models.backbone import SigLIP2Backbone
     from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
     from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
@@ -255,6 +255,7 @@ def _build_backbone(config, path, dtype):
         "intermediate_dim": vision["intermediate_size"],
         "layer_norm_epsilon": vision["layer_norm_eps"],
         "dtype": dtype,
+        "remat": remat,
     }
     if model_type == "siglip2":
         grid = math.isqrt(vision["num_patches"])
@@ -280,6 +281,7 @@ def _build_backbone(config, path, dtype):
         embedding_dim=text["projection_size"] or text["hidden_size"],
         layer_norm_epsilon=text["layer_norm_eps"],
         dtype=dtype,
+        remat=remat,
         name="text_encoder",
     )
     return SigLIP2Backbone(vision_encoder, text_encoder, dtype=dtype)
@@ -411,7 +413,7 @@ class _Prefixed:
         return self._tensors[self._prefix + key]
 
 
-def load_backbone(path, dtype=None):
+def load_backbone(path, dtype=None, remat=False):
     """A `SigLIP2Backbone` with the weights of a transformers SigLIP / SigLIP 2 checkpoint.
 
     Args:
@@ -419,6 +421,7 @@ def load_backbone(path, dtype=None):
             fixed-resolution models, "siglip2" for NaFlex ones) and
             `model.safetensors` (or a sharded `model.safetensors.index.json`).
         dtype: the backbone's dtype policy (e.g. "bfloat16"); default float32.
+        remat: the towers' `remat` option.
 
     Raises:
         ValueError: unsupported architecture (e.g. another activation).
@@ -437,6 +440,6 @@ def load_backbone(path, dtype=None):
     files = _weight_files(path)
     tensors = _SafetensorsTensors(files)
     prefix = _find_prefix(tensors)
-    backbone = _build_backbone(config, path, dtype)
+    backbone = _build_backbone(config, path, dtype, remat)
     _load_weights(backbone, tensors, f"Checkpoint {path}", prefix)
     return backbone

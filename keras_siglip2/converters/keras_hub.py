@@ -489,7 +489,7 @@ def _load_logits(loader, logits_head):
     loader.assign(logits_head.logit_bias, _take(loader, _vars(prefix, 1), ()))
 
 
-def load_backbone(path, dtype=None):
+def load_backbone(path, dtype=None, remat=False):
     """A `SigLIP2Backbone` with the architecture and weights of a keras-hub SigLIP preset.
 
     Args:
@@ -498,6 +498,7 @@ def load_backbone(path, dtype=None):
         dtype: dtype policy of the returned model. `None` uses Keras' current
             default policy, as keras-hub does for a float preset (the saved
             weights are cast on load).
+        remat: the towers' `remat` option.
 
     Raises:
         KerasHubConversionError: the configuration cannot be represented
@@ -512,8 +513,8 @@ def load_backbone(path, dtype=None):
     path = os.fspath(path)
     arch = architecture(path)
     try:
-        vision = SigLIP2VisionEncoder(**arch["vision"], dtype=dtype)
-        text = SigLIP2TextEncoder(**arch["text"], dtype=dtype)
+        vision = SigLIP2VisionEncoder(**arch["vision"], dtype=dtype, remat=remat)
+        text = SigLIP2TextEncoder(**arch["text"], dtype=dtype, remat=remat)
         backbone = SigLIP2Backbone(vision, text, dtype=dtype)
     except ValueError as e:
         raise KerasHubConversionError(

@@ -1,6 +1,8 @@
 """`SigLIP2Backbone`: the image and text towers joined by the sigmoid logit head."""
 
+import json
 import math
+import os
 
 import keras
 import keras_hub
@@ -14,6 +16,15 @@ def _fresh_inputs(model):
     return keras.tree.map_structure(
         lambda x: keras.Input(x.shape[1:], dtype=x.dtype, name=x.name), model.input
     )
+
+
+def _saved_class(config_file):
+    """The registered class a Keras `config.json` names, or None."""
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            return keras.saving.get_registered_object(str(json.load(f).get("registered_name")))
+    except (OSError, ValueError):
+        return None
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
@@ -92,7 +103,7 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         self.logit_bias_init = logit_bias_init
 
     @classmethod
-    def from_preset(cls, preset, dtype=None, source=None, load_weights=True, **kwargs):
+    def from_preset(cls, preset, source=None, load_weights=True, dtype=None, remat=None):
         """Loads a released or saved SigLIP 2 checkpoint.
 
         `preset` is a preset name (see `keras_siglip2.presets.PRESETS`),
@@ -102,15 +113,42 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         published copy a preset name loads. With `load_weights=False`, a preset
         name gives a randomly initialised model of that architecture.
 
+        For every source, `dtype` is the dtype policy of the backbone and both
+        towers (e.g. `"bfloat16"`; default Keras's, or as saved by `save_to_preset`)
+        and `remat` the towers' option (default False, or as saved).
+
         Example:
         >>> backbone = SigLIP2Backbone.from_preset(
-        ...     "siglip2_base_patch16_224", load_weights=False)  # doctest: +SKIP
+        ...     "siglip2_base_patch16_224", dtype="bfloat16", remat=True)  # doctest: +SKIP
+        >>> backbone.text_encoder.dtype_policy.name  # doctest: +SKIP
+        'bfloat16'
         """
         from keras_siglip2.preset_loader import load_backbone
 
-        if kwargs:
-            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
-        return load_backbone(preset, dtype=dtype, source=source, load_weights=load_weights)
+        return load_backbone(
+            preset, source=source, load_weights=load_weights, dtype=dtype, remat=remat
+        )
+
+    @classmethod
+    def tower_from_preset(cls, tower_cls, preset, source=None, dtype=None, remat=None):
+        """`tower_cls.from_preset`: the tower of that class in a two-tower checkpoint.
+
+        A tower saved on its own (`encoder.save_to_preset`) loads as keras-hub loads it.
+        """
+        local = os.path.expanduser(os.fspath(preset))
+        if _saved_class(os.path.join(local, "config.json")) is tower_cls:
+            options = {k: v for k, v in {"dtype": dtype, "remat": remat}.items() if v is not None}
+            # keras-hub's own loader (the tower's `from_preset` is `TowerFromPreset`'s).
+            return keras_hub.models.Backbone.from_preset.__func__(tower_cls, local, **options)
+        backbone = cls.from_preset(preset, source=source, dtype=dtype, remat=remat)
+        if tower_cls is type(backbone.text_encoder):
+            return backbone.text_encoder
+        if tower_cls is not type(backbone.vision_encoder):
+            other = type(backbone.vision_encoder).__name__
+            raise ValueError(
+                f"'{preset}' has a {other} image tower: load it with {other}.from_preset."
+            )
+        return backbone.vision_encoder
 
     @property
     def is_naflex(self):

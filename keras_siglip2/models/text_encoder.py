@@ -4,10 +4,11 @@ import keras
 import keras_hub
 
 from keras_siglip2.layers.transformer import TransformerEncoder
+from keras_siglip2.models.tower_preset import TowerFromPreset
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
-class SigLIP2TextEncoder(keras_hub.models.Backbone):
+class SigLIP2TextEncoder(TowerFromPreset, keras_hub.models.Backbone):
     """Text tower of SigLIP 2.
 
     Input: `token_ids` (B, sequence_length) int, as `SigLIP2Tokenizer` makes

@@ -7,10 +7,11 @@ from keras import ops
 from keras_siglip2.layers.map_head import MAPHead
 from keras_siglip2.losses.masked_prediction import apply_token_mask
 from keras_siglip2.layers.transformer import TransformerEncoder
+from keras_siglip2.models.tower_preset import TowerFromPreset
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
-class SigLIP2VisionEncoder(keras_hub.models.Backbone):
+class SigLIP2VisionEncoder(TowerFromPreset, keras_hub.models.Backbone):
     """ViT image tower for square images of `image_size` pixels.
 
     The patch grid is `image_size // patch_size` per side; pixels past the last
