@@ -1,11 +1,15 @@
 """Where the main job's training time goes: data, step, callbacks (one process, one table).
 
-    KERAS_BACKEND=jax python benchmarks/main_job_breakdown.py [--steps 40] [--phase both]
+    KERAS_BACKEND=jax python benchmarks/main_job_breakdown.py [--steps 40] [--repeats 3]
 
 For each phase of the default run (before the self-supervised terms switch on, and after),
 with the default `MainJobConfig`:
-- "data": the training pipeline alone (`training_batches`), batches/s drawn with the step
-  idle — its CPU time competes with the step's on the same cores;
+- "data: drawn anew": the input pipeline the main job used until 2026-12-06
+  (`training_batches`: every example drawn, converted and tokenised), alone, the step idle —
+  its CPU time competes with the step's on the same cores;
+- "data: ScenePool": the main job's pipeline now (`ScenePool.training_batches`), alone;
+- "pool build": building the `ScenePool` (`MainJobConfig.pool_size` scenes), spread over
+  the default run's steps;
 - "step": `fit` on one cached batch repeated, no callbacks (the compiled step and `fit`'s
   loop);
 - "+ per-step callbacks": the same with the main job's per-step callbacks
@@ -15,7 +19,8 @@ with the default `MainJobConfig`:
   callback instead of inside the step (the main job until 2026-12-06);
 - "backup write": one `TrainingBackup` write (model, teacher, optimizer) per step of an
   epoch of the default run (1,600 steps / 10 epochs);
-- "live": the main job's `fit` as it runs (live pipeline and per-step callbacks).
+- "fit, data drawn anew" / "fit, ScenePool": the main job's `fit` as it runs (the
+  pipeline and the per-step callbacks), with each pipeline.
 Seconds per step are medians over `--repeats` calls of `--steps` steps, after a warm-up call.
 """
 
@@ -37,25 +42,34 @@ from keras_siglip2.datasets import scenes
 from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
 from keras_siglip2.pipelines import training_batches
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
+from keras_siglip2.scene_pool import ScenePool
 from timing import markdown_table, median
 
 
-def pipeline(config, tokenizer, vocab):
+def converters(config):
     converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
     views = LocalViews(NaFlexImageConverter(config.patch_size, config.local_view_patches),
                        config.local_views)
-    return training_batches(
-        scenes.load("train", seed=config.seed, language=language_mix(config.english_fraction)),
-        tokenizer, converter, config.batch_size, vocab, config.decoder_length, views,
-        seed=config.seed,
-    ).prefetch(2)
+    return converter, views
 
 
-def measure(config, tokenizer, start, steps, repeats):
+def pipelines(config, tokenizer, vocab, pool):
+    """{name: the training stream}: drawn anew, and from `pool`."""
+    converter, views = converters(config)
+    languages = language_mix(config.english_fraction)
+    anew = training_batches(
+        scenes.load("train", seed=config.seed, language=languages), tokenizer, converter,
+        config.batch_size, vocab, config.decoder_length, views, seed=config.seed,
+    )
+    pooled = pool.training_batches(config.batch_size, languages, vocab, config.decoder_length)
+    return {"drawn anew": anew.prefetch(2), "ScenePool": pooled.prefetch(2)}
+
+
+def measure(config, tokenizer, start, steps, repeats, pool):
     """{what runs: [seconds per step]} for one phase (`start`: the aux terms' start)."""
     trainer, vocab = build_trainer(config, tokenizer.vocabulary_size())
-    live = pipeline(config, tokenizer, vocab)
-    cached = live.take(1).cache().repeat()
+    streams = pipelines(config, tokenizer, vocab, pool)
+    cached = streams["ScenePool"].take(1).cache().repeat()
 
     def callbacks():
         return [TerminateOnNaN(),
@@ -74,8 +88,8 @@ def measure(config, tokenizer, start, steps, repeats):
         trainer.ema_decay = config.ema_decay
         trainer.make_train_function(force=True)
 
-    def draw():
-        for _ in live.take(steps):
+    def draw(stream):
+        for _ in stream.take(steps):
             pass
 
     backup = TrainingBackup(tempfile.mkdtemp())
@@ -85,9 +99,11 @@ def measure(config, tokenizer, start, steps, repeats):
         for epoch in range(steps):
             backup._write(trainer, epoch)
 
-    runs = {"data": draw, "step": lambda: fit(cached), "+ per-step callbacks":
+    runs = {**{f"data: {name}": lambda s=stream: draw(s) for name, stream in streams.items()},
+            "step": lambda: fit(cached), "+ per-step callbacks":
             lambda: fit(cached, []), "+ EMATeacher callback": fit_with_ema_callback,
-            "backup write": write, "live": lambda: fit(live, [])}
+            "backup write": write,
+            **{f"fit, {name}": lambda s=stream: fit(s, []) for name, stream in streams.items()}}
     fit(cached, [])  # compiles the phase's step (the schedule sets the skipped terms)
     fit_with_ema_callback()
     times = {name: [] for name in runs}
@@ -107,9 +123,13 @@ def main():
     args = parser.parse_args()
     config = MainJobConfig()
     tokenizer = scenes.tokenizer(sequence_length=config.text_length)
-    rows = []
+    begin = time.perf_counter()
+    pool = ScenePool(min(config.pool_size, config.steps * config.batch_size), tokenizer,
+                     *converters(config), seed=config.seed)
+    build = (time.perf_counter() - begin) / config.steps
+    rows = [["both", "pool build", f"{build * 1e3:.0f}", "–"]]
     for phase, start in (("sigmoid + LocCa", 1.0), ("all four terms", 0.0)):
-        times = measure(config, tokenizer, start, args.steps, args.repeats)
+        times = measure(config, tokenizer, start, args.steps, args.repeats, pool)
         for name, seconds in times.items():
             rows.append([phase, name, f"{median(seconds) * 1e3:.0f}",
                          f"{config.batch_size / median(seconds):.0f}"])

@@ -283,6 +283,8 @@ def main(argv=None):
         ("width", int, "width of the towers and decoder"), ("depth", int, "image tower layers"),
         ("max_num_patches", int, "NaFlex patches per image"),
         ("english_fraction", float, "share of English captions in training"),
+        ("pool_size", int, "training scenes drawn once and reused with fresh draws per pass "
+         "(0: every example drawn anew)"),
     ):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
                            help=f"{text} (default: MainJobConfig.{name})")

@@ -29,6 +29,7 @@ from keras_siglip2.models.trainer import SigLIP2Trainer
 from keras_siglip2.pipelines import converted_image, training_batches
 from keras_siglip2.plots import plot_curves
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
+from keras_siglip2.scene_pool import ScenePool
 
 
 @dataclasses.dataclass
@@ -73,6 +74,10 @@ class MainJobConfig:
     distillation_dim: int = 256
     auxiliary_start_fraction: float = 0.8
     ema_decay: float = 0.99
+    # Training scenes drawn and converted once and reused, each pass in a new order with fresh
+    # languages, LocCa tasks and local views (`ScenePool`): at most this many (0: draw every
+    # example anew in the input pipeline, as before 2026-12-06).
+    pool_size: int = 8192
     seed: int = 0
     # "none", "data_parallel" (JAX: keras.distribution over every local device),
     # "mirrored" or "tpu" (TensorFlow: tf.distribute, TPU `tpu`: "local" on a TPU VM, a
@@ -90,8 +95,10 @@ class MainJobConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0; got {self.seed!r}.")
+        for name in ("seed", "pool_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0; got {value!r}.")
         ranges = {"learning_rate": (0, math.inf, False), "weight_decay": (0, math.inf, True),
                   "warmup_fraction": (0, 1, True), "english_fraction": (0, 1, True),
                   "auxiliary_start_fraction": (0, 1, True), "ema_decay": (0, 1, True)}
@@ -264,11 +271,18 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
         NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
     ) if config.self_distillation else None
     first = step * config.batch_size  # the stream continues where the backup stopped
-    batches = training_batches(
-        scenes.load("train", seed=config.seed, language=languages, start=first), tokenizer,
-        converter, config.batch_size, vocab if config.locca else None, config.decoder_length,
-        views, seed=config.seed, start=first,
-    ).prefetch(2)
+    locca = (vocab, config.decoder_length) if config.locca else (None, None)
+    if config.pool_size:
+        pool = ScenePool(min(config.pool_size, config.steps * config.batch_size), tokenizer,
+                         converter, views, seed=config.seed)
+        batches = pool.training_batches(config.batch_size, languages, *locca, start=first)
+    else:
+        batches = training_batches(
+            scenes.load("train", seed=config.seed, language=languages, start=first),
+            tokenizer, converter, config.batch_size, *locca, views, seed=config.seed,
+            start=first,
+        )
+    batches = batches.prefetch(2)
     step_log = workdir / "steps.csv"
     trainer.fit(
         batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,

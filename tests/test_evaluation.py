@@ -27,6 +27,7 @@ from keras_siglip2.evaluation import (
     zero_shot_classifier,
 )
 from keras_siglip2.evaluation.batches import encode_image_batch, encode_text_batch
+from keras_siglip2.evaluation import referring
 from keras_siglip2.evaluation.referring import aref_prefix_ids
 from keras_siglip2.locca_targets import LocCaVocabulary, make_locca_example
 from keras_siglip2.models.locca_decoder import LocCaDecoder
@@ -348,7 +349,11 @@ def test_decoding_rejects_bad_prefixes():
 
 
 class _PlannedDecoder:
-    """Predicts location bin p % 8 at position p, whatever the input; records its inputs."""
+    """Predicts location bin p % 8 at position p, whatever the input; records its inputs.
+
+    A plain callable: enough for `parallel_decode` (one decoder call) and for the argument
+    checks, but `greedy_decode` needs a real decoder's cache (`_planned_locca_decoder`).
+    """
 
     sequence_length, vocabulary_size = DECODER_LENGTH, VOCAB.size
 
@@ -357,34 +362,82 @@ class _PlannedDecoder:
 
     def __call__(self, token_ids, image_tokens, image_mask=None, causal=None):
         self.calls.append(_np(token_ids))
-        self.image_tokens, self.image_mask = _np(image_tokens), image_mask
         plan = VOCAB.location_offset + np.arange(DECODER_LENGTH) % 8
         logits = np.eye(VOCAB.size, dtype="float32")[plan]
         return np.broadcast_to(logits, (len(token_ids), *logits.shape))
 
 
-def test_referring_decoder_inputs_are_the_training_layout():
-    prompts = np.array([[5, 6, 7, 1, 0, 0], [9, 1, 0, 0, 0, 0], [3, 4, 5, 6, 7, 1]])
-    prefix = aref_prefix_ids(prompts, VOCAB, DECODER_LENGTH)
-    regions = [[5, 6, 7], [9], [3, 4, 5, 6]]  # T − 6 = 4 tokens at most, as in training
+def _planned_locca_decoder(image_width):
+    """A real `LocCaDecoder` whose argmax at position p is location bin p % 8, whatever the
+    tokens, images, mask or attention pattern.
+
+    Zero token embeddings and zero attention, cross-attention and MLP output projections make
+    every block the identity on x = one-hot position embedding e_p; the final LayerNorm maps
+    e_p to c (e_p − 1/16) (c > 0), and the logits kernel has a 1 at [p, bin p % 8] only, so
+    that bin's logit is c (1 − n/16) > 0, the other bins' −c n/16 ≤ 0 and the rest 0.
+    """
+    decoder = _decoder()
+    decoder.build((1, DECODER_LENGTH), (1, 1, image_width))
+    zero = lambda layer: layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])  # noqa: E731
+    zero(decoder.token_embedding)
+    for block in decoder.blocks:
+        for layer in (block.attention.out_dense, block.cross_attention.out_dense, block.mlp.fc2):
+            zero(layer)
+    decoder.position_embedding.set_weights([np.eye(DECODER_LENGTH, 16, dtype="float32")])
+    kernel = np.zeros((16, VOCAB.size), "float32")
+    positions = np.arange(DECODER_LENGTH)
+    kernel[positions, VOCAB.location_offset + positions % 8] = 1
+    decoder.logits_dense.set_weights([kernel, np.zeros(VOCAB.size, "float32")])
+    return decoder
+
+
+def test_planned_locca_decoder_predicts_its_plan():
+    decoder = _planned_locca_decoder(24)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCAB.size, (2, DECODER_LENGTH))
+    images = rng.normal(size=(2, 3, 24)).astype("float32")
+    plan = VOCAB.location_offset + np.arange(DECODER_LENGTH) % 8
+    for causal in (None, np.array([1, 0])):
+        logits = _np(decoder(tokens, images, image_mask=[[1, 1, 0]] * 2, causal=causal))
+        np.testing.assert_array_equal(logits.argmax(-1), np.broadcast_to(plan, (2, 10)))
+        assert (np.sort(logits, -1)[..., -1] - np.sort(logits, -1)[..., -2] > 0.5).all()
+
+
+REGION_PROMPTS = np.array([[5, 6, 7, 1, 0, 0], [9, 1, 0, 0, 0, 0], [3, 4, 5, 6, 7, 1]])
+REGIONS = [[5, 6, 7], [9], [3, 4, 5, 6]]  # T − 6 = 4 tokens at most, as in training
+
+
+def test_referring_prefix_is_the_training_layout():
+    """The AREF prompt, continued by 4 location tokens at positions len − 1 … (causal, as
+    `test_decoding_equals_a_hand_loop_with_full_forward_passes` checks `greedy_decode`
+    does) or by [MASK]s (parallel), is what `make_locca_example` trains on."""
+    prefix = aref_prefix_ids(REGION_PROMPTS, VOCAB, DECODER_LENGTH)
+    assert prefix.shape == (3, DECODER_LENGTH) and prefix.dtype == np.int32
+    boxes = np.array([[0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1], [0.3, 0.3, 0.4, 0.5]])
+    box_ids = VOCAB.encode_box(boxes)
+    for i, region in enumerate(REGIONS):
+        length = int((prefix[i] != VOCAB.pad_id).sum())
+        np.testing.assert_array_equal(prefix[i, :length], [VOCAB.aref_id, *region])
+        assert (prefix[i, length:] == VOCAB.pad_id).all()
+        causal = make_locca_example("aref", None, boxes[i], region, True, VOCAB, DECODER_LENGTH)
+        # Greedy: the prefix plus the first 3 decoded box tokens are the teacher-forced input
+        # (the 4th is predicted from them), and it reads the 4 positions the loss trains.
+        expected = causal["decoder_input_ids"].copy()
+        expected[length + 3] = VOCAB.pad_id
+        fed = np.concatenate([prefix[i, :length], box_ids[i, :3]])
+        np.testing.assert_array_equal(expected, _padded([fed])[0])
+        read = length - 1 + np.arange(4)
+        np.testing.assert_array_equal(np.flatnonzero(causal["decoder_loss_mask"])[:4], read)
+        np.testing.assert_array_equal(causal["decoder_target_ids"][read], box_ids[i])
+
+    decoder = _PlannedDecoder()
     location_ids = np.arange(VOCAB.location_offset, VOCAB.mask_id)
     images = np.zeros((3, 4, 16), "float32")
-
-    decoder = _PlannedDecoder()
-    boxes = VOCAB.decode_box(greedy_decode(decoder, images, None, prefix, 4, location_ids))
-    assert len(decoder.calls) == 4
-    for i, region in enumerate(regions):
-        trained = make_locca_example("aref", None, boxes[i], region, True, VOCAB, DECODER_LENGTH)
-        # The last pass sees the first 3 box tokens; the 4th is written after it.
-        expected = trained["decoder_input_ids"].copy()
-        expected[len(region) + 4] = VOCAB.pad_id
-        np.testing.assert_array_equal(decoder.calls[-1][i], expected)
-
-    decoder = _PlannedDecoder()
-    parallel_decode(decoder, images, None, prefix, 4, VOCAB.mask_id, location_ids)
+    got = parallel_decode(decoder, images, None, prefix, 4, VOCAB.mask_id, location_ids)
     assert len(decoder.calls) == 1
-    for i, region in enumerate(regions):
-        trained = make_locca_example("aref", None, boxes[i], region, False, VOCAB, DECODER_LENGTH)
+    for i, region in enumerate(REGIONS):
+        boxes_i = VOCAB.decode_box(got[i])
+        trained = make_locca_example("aref", None, boxes_i, region, False, VOCAB, DECODER_LENGTH)
         np.testing.assert_array_equal(decoder.calls[0][i], trained["decoder_input_ids"])
 
 
@@ -404,9 +457,21 @@ EXPECTED_IOUS = {False: [1, 1 / 3, 9 / 23], True: [1 / 7, 0, 1 / 31]}
 
 
 @pytest.mark.parametrize("naflex, parallel", [(False, False), (True, False), (False, True)])
-def test_referring_box_iou_by_hand(naflex, parallel):
-    backbone, decoder = _backbone(naflex), _PlannedDecoder()
-    images = _images(naflex)
+def test_referring_box_iou_by_hand(naflex, parallel, monkeypatch):
+    backbone, images = _backbone(naflex), _images(naflex)
+    tokens = encode_image_batch(backbone, images)["tokens"]
+    decoder = _planned_locca_decoder(tokens.shape[-1])
+    # What `referring_box_iou` hands the real decoding functions.
+    seen = {}
+
+    def spy(decode):
+        def wrapped(decoder, image_tokens, image_mask, *args, **kwargs):
+            seen.update(image_tokens=_np(image_tokens), image_mask=image_mask)
+            return decode(decoder, image_tokens, image_mask, *args, **kwargs)
+        return wrapped
+
+    for name in ("greedy_decode", "parallel_decode"):
+        monkeypatch.setattr(referring, name, spy(getattr(referring, name)))
     batch = {**images, "prompt_ids": PROMPTS, "box": TARGETS}
     result = referring_box_iou(backbone, decoder, VOCAB, [batch], parallel=parallel)
     ious = EXPECTED_IOUS[parallel]
@@ -415,12 +480,11 @@ def test_referring_box_iou_by_hand(naflex, parallel):
         "num_examples": 3,
     })
     # The decoder attends to the image tower's sequence output, padding patches masked.
-    expected = encode_image_batch(backbone, images)["tokens"]
-    np.testing.assert_allclose(decoder.image_tokens, expected, atol=1e-6)
+    np.testing.assert_allclose(seen["image_tokens"], tokens, atol=1e-6)
     if naflex:
-        np.testing.assert_array_equal(decoder.image_mask, images["patch_mask"].astype(bool))
+        np.testing.assert_array_equal(seen["image_mask"], images["patch_mask"].astype(bool))
     else:
-        assert decoder.image_mask is None
+        assert seen["image_mask"] is None
     with pytest.raises(KeyError, match="prompt_ids"):
         referring_box_iou(backbone, decoder, VOCAB, [images])
 

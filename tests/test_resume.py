@@ -138,6 +138,7 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"english_fraction": 1.5}, "english_fraction"), ({"seed": -1}, "seed must be"),
     ({"width": 30, "num_heads": 4}, "multiple of num_heads"), ({"steps": 2.5}, "steps"),
     ({"distribution": "ring"}, "Unknown distribution"), ({"ema_decay": 2.0}, "ema_decay"),
+    ({"pool_size": -1}, "pool_size must be an int >= 0"), ({"pool_size": 1.5}, "pool_size"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):

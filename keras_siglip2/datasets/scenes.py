@@ -269,8 +269,7 @@ def example(split, index, seed=0, language=None, num_objects=(1, 4)):
     ['the brown cross', 'the purple circle']
     """
     num_objects = _check_arguments(split, seed, language, num_objects)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-        raise ValueError(f"`index` must be an int >= 0; got {index!r}.")
+    _check_index(index)
     key = [int(seed), SPLITS.index(split), int(index)]
     if not isinstance(language, str):
         draw = np.random.default_rng(key + [1])
@@ -279,23 +278,55 @@ def example(split, index, seed=0, language=None, num_objects=(1, 4)):
         else:
             weights = np.array([language.get(code, 0) for code in LANGUAGES], np.float64)
             language = LANGUAGES[draw.choice(len(LANGUAGES), p=weights / weights.sum())]
+    scene = _scene(split, key, num_objects)
+    return {**scene.pop("fields"), "caption": scene["caption"](language), "language": language,
+            "referring_expressions": scene["referring_expressions"](language)}
+
+
+def example_in_every_language(split, index, seed=0, num_objects=(1, 4)):
+    """`example` with `caption` and `referring_expressions` as dicts over `LANGUAGES` (the
+    image and objects do not depend on the language; one render for all five).
+
+    Example:
+    >>> ex = example_in_every_language("train", 0, num_objects=2)
+    >>> ex["caption"]["en"] == example("train", 0, language="en", num_objects=2)["caption"]
+    True
+    >>> sorted(ex["referring_expressions"]) == sorted(LANGUAGES)
+    True
+    """
+    num_objects = _check_arguments(split, seed, None, num_objects)
+    _check_index(index)
+    scene = _scene(split, [int(seed), SPLITS.index(split), int(index)], num_objects)
+    return {**scene["fields"], **{k: {code: scene[k](code) for code in LANGUAGES}
+                                  for k in ("caption", "referring_expressions")}}
+
+
+def _check_index(index):
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"`index` must be an int >= 0; got {index!r}.")
+
+
+def _scene(split, key, num_objects):
+    """The language-free fields of the scene of seed `key`, and its texts per language."""
     rng = np.random.default_rng(key + [0])
     height, width, background, squares = _layout(rng, num_objects)
     objects, masks, plan, squares = _objects(rng, split, squares, height, width)
     image, segmentation = _render(rng, height, width, background, objects, masks, squares)
     column = lambda name, dtype: np.array([getattr(o, name) for o in objects], dtype)  # noqa: E731
     return {
-        "image": image,
-        "caption": captions.caption(objects, background, language),
-        "language": language,
-        "boxes": np.array([o.box for o in objects], np.float32),
-        "referring_expressions": captions.referring_expressions(objects, language, plan),
-        "colour": column("colour", np.int32),
-        "shape": column("shape", np.int32),
-        "size": column("size", np.int32),
-        "texture": column("texture", np.int32),
-        "held_out": np.array([(o.colour, o.shape) in _HELD_OUT for o in objects], bool),
-        "segmentation": segmentation,
+        "fields": {
+            "image": image,
+            "boxes": np.array([o.box for o in objects], np.float32),
+            "colour": column("colour", np.int32),
+            "shape": column("shape", np.int32),
+            "size": column("size", np.int32),
+            "texture": column("texture", np.int32),
+            "held_out": np.array([(o.colour, o.shape) in _HELD_OUT for o in objects], bool),
+            "segmentation": segmentation,
+        },
+        "caption": lambda language: captions.caption(objects, background, language),
+        "referring_expressions": lambda language: captions.referring_expressions(
+            objects, language, plan),
     }
 
 

@@ -4,9 +4,12 @@ Both fill a (B, T) buffer, T = `decoder.sequence_length`, laid out as in trainin
 (`keras_siglip2.locca_targets`): `prefix_ids` holds [task] + prefix, right-padded with `pad_id`,
 and may differ in length per example.
 
-- `greedy_decode`: causal attention; pass s reads the logits at each example's last filled
-  position and writes the argmax one position further (`num_tokens` passes), as the
-  teacher-forced causal layout predicts token i + 1 at position i.
+- `greedy_decode`: causal attention; step s reads the logits at each example's last filled
+  position and writes the argmax one position further, as the teacher-forced causal layout
+  predicts token i + 1 at position i. One pass over the buffer fills the decoder's key/value
+  cache (`LocCaDecoder.build_cache`), then each step runs the decoder on one token per
+  example (`call_with_cache`); the loop is one compiled program (`predict_on_batch`). The
+  tokens are those of `num_tokens` full causal passes (tests/test_cached_decoding.py).
 - `parallel_decode`: one bidirectional pass over [task] + prefix + [MASK] × (num_tokens + 1)
   (the target and its eos slot, as the parallel training layout); each mask position predicts
   its own token.
@@ -14,6 +17,9 @@ and may differ in length per example.
 `allowed_ids` restricts the argmax (e.g. to the location bins when decoding a box).
 """
 
+import functools
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -43,13 +49,71 @@ def _prefix_lengths(prefix_ids, pad_id, num_slots, sequence_length):
     return buffer, lengths.astype("int32")
 
 
-def _argmax(logits, vocabulary_size, allowed_ids):
-    """Argmax over the last axis, over `allowed_ids` only when given."""
-    if allowed_ids is not None:
-        allowed = np.zeros(vocabulary_size, bool)
-        allowed[np.asarray(allowed_ids, "int64")] = True
+def _allowed_mask(vocabulary_size, allowed_ids):
+    if allowed_ids is None:
+        return None
+    allowed = np.zeros(vocabulary_size, bool)
+    allowed[np.asarray(allowed_ids, "int64")] = True
+    return allowed
+
+
+def _argmax(logits, allowed):
+    """Argmax over the last axis, over the `allowed` (V,) mask only when given."""
+    if allowed is not None:
         logits = ops.where(allowed, logits, float("-inf"))
     return ops.cast(ops.argmax(logits, axis=-1), "int32")
+
+
+def _cached_greedy(decoder, buffer, lengths, image_tokens, image_mask, num_tokens, allowed):
+    """The greedy loop on the decoder's key/value cache, in `keras.ops` (compiles).
+
+    Row i's prefix fills cache slots 0 … lengths[i] − 1 in the prefill; its s-th decoded
+    token goes to slot max(lengths) + s − 1 whatever the row, so every step writes one
+    slot for the whole batch with `slice_update`, and each row attends to its prefix slots
+    and the slots written so far (its pad slots stay masked).
+    """
+    logits, cache = decoder.build_cache(buffer, image_tokens, image_mask)
+    last = ops.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    token = _argmax(last, allowed)
+    tokens = ops.slice_update(
+        ops.zeros((ops.shape(buffer)[0], num_tokens), "int32"), (0, 0), token[:, None]
+    )
+    slots = ops.arange(decoder.sequence_length, dtype="int32")[None]
+    first_free = ops.max(lengths)
+
+    def step(s, state):
+        tokens, token, cache, keep = state
+        slot = first_free + s - 1
+        keep = ops.logical_or(keep, slots == slot)
+        positions = (lengths + s - 1)[:, None]
+        logits, cache = decoder.call_with_cache(
+            token[:, None], positions, cache, slot, keep[:, None]
+        )
+        token = _argmax(logits[:, 0], allowed)
+        return ops.slice_update(tokens, (0, s), token[:, None]), token, cache, keep
+
+    state = (tokens, token, cache, slots < lengths[:, None])
+    return ops.fori_loop(1, num_tokens, step, state)[0]
+
+
+class _CachedGreedy(keras.Model):
+    """`_cached_greedy` as a model, so `predict_on_batch` compiles it for each backend."""
+
+    def __init__(self, decoder, num_tokens, allowed):
+        super().__init__(name="cached_greedy")
+        self.decoder, self.num_tokens, self.allowed = decoder, num_tokens, allowed
+
+    def call(self, inputs):
+        return _cached_greedy(
+            self.decoder, inputs["buffer"], inputs["lengths"], inputs["image_tokens"],
+            inputs.get("image_mask"), self.num_tokens, self.allowed,
+        )
+
+
+@functools.lru_cache(maxsize=8)  # Bounded: each entry keeps its decoder alive.
+def _compiled(decoder, num_tokens, allowed_ids):
+    allowed = _allowed_mask(decoder.vocabulary_size, allowed_ids)
+    return _CachedGreedy(decoder, num_tokens, allowed)
 
 
 def greedy_decode(
@@ -80,20 +144,15 @@ def greedy_decode(
     ((2, 4), True)
     """
     buffer, lengths = _prefix_lengths(prefix_ids, pad_id, num_tokens, decoder.sequence_length)
-    buffer = ops.convert_to_tensor(buffer)
-    columns = ops.arange(decoder.sequence_length, dtype="int32")[None]
-    last = ops.convert_to_tensor(lengths - 1)
-    decoded = []
-    for _ in range(num_tokens):
-        logits = decoder(buffer, image_tokens, image_mask=image_mask)
-        at_last = ops.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
-        token = _argmax(at_last, decoder.vocabulary_size, allowed_ids)
-        last = last + 1
-        buffer = ops.where(columns == last[:, None], token[:, None], buffer)
-        decoded.append(token)
-    if not decoded:
+    if num_tokens == 0:
         return np.zeros((len(lengths), 0), "int32")
-    return ops.convert_to_numpy(ops.stack(decoded, axis=1))
+    if allowed_ids is not None:
+        allowed_ids = tuple(np.asarray(allowed_ids, "int64").tolist())
+    inputs = {"buffer": buffer, "lengths": lengths, "image_tokens": image_tokens}
+    if image_mask is not None:
+        inputs["image_mask"] = image_mask
+    model = _compiled(decoder, num_tokens, allowed_ids)
+    return np.asarray(model.predict_on_batch(inputs), "int32")
 
 
 def parallel_decode(
@@ -124,4 +183,5 @@ def parallel_decode(
     )
     positions = lengths[:, None] + np.arange(num_tokens)[None]
     at_targets = ops.take_along_axis(logits, ops.convert_to_tensor(positions)[..., None], axis=1)
-    return ops.convert_to_numpy(_argmax(at_targets, decoder.vocabulary_size, allowed_ids))
+    allowed = _allowed_mask(decoder.vocabulary_size, allowed_ids)
+    return ops.convert_to_numpy(_argmax(at_targets, allowed))

@@ -5,6 +5,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_siglip2.layers.token_dense import dense_over_tokens
+
 
 @functools.cache
 def _fused_kernel(backend):
@@ -70,24 +72,34 @@ class MultiHeadAttention(keras.layers.Layer):
         (e.g. causal); both may be given.
         """
         value = query if value is None else value
-        split = lambda x: ops.reshape(  # noqa: E731
-            x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim)
-        )
-        q = split(self.query_dense(query))
-        k = split(self.key_dense(value))
-        v = split(self.value_dense(value))
         keep = None
         if key_mask is not None:
-            keep = ops.cast(key_mask, "bool")[:, None, None, :]
+            keep = ops.cast(key_mask, "bool")[:, None, :]
         if attention_mask is not None:
-            full = ops.cast(attention_mask, "bool")[:, None, :, :]
+            full = ops.cast(attention_mask, "bool")
             keep = full if keep is None else ops.logical_and(keep, full)
+        return self.attend(query, *self.keys_values(value), keep)
+
+    def _split_heads(self, x):
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim))
+
+    def keys_values(self, value):
+        """The keys and values of `value` (B, Tk, D), each (B, Tk, heads, head_dim): what a
+        decoding cache keeps (`LocCaDecoder.build_cache`)."""
+        return (self._split_heads(dense_over_tokens(self.key_dense, value)),
+                self._split_heads(dense_over_tokens(self.value_dense, value)))
+
+    def attend(self, query, keys, values, keep=None):
+        """The layer's output for `query` (B, Tq, D) against `keys_values`' outputs;
+        `keep` (B, 1 or Tq, Tk) truthy where a query may attend to a key, or None."""
+        q = self._split_heads(dense_over_tokens(self.query_dense, query))
+        keep = None if keep is None else ops.cast(keep, "bool")[:, None]
         if _fused_kernel(keras.config.backend()):
-            out = ops.dot_product_attention(q, k, v, mask=keep, scale=self.head_dim**-0.5)
+            out = ops.dot_product_attention(q, keys, values, mask=keep, scale=self.head_dim**-0.5)
         else:
-            out = _heads_major_attention(q, k, v, keep, self.head_dim**-0.5)
+            out = _heads_major_attention(q, keys, values, keep, self.head_dim**-0.5)
         out = ops.reshape(out, (ops.shape(out)[0], -1, self.num_heads * self.head_dim))
-        return self.out_dense(out)
+        return dense_over_tokens(self.out_dense, out)
 
     def compute_output_shape(self, query_shape, value_shape=None):
         return query_shape

@@ -3,6 +3,7 @@
 import keras
 
 from keras_siglip2.layers.attention import MultiHeadAttention
+from keras_siglip2.layers.token_dense import dense_over_tokens
 
 
 def layer_norm(epsilon, name, dtype):
@@ -31,7 +32,8 @@ class MlpBlock(keras.layers.Layer):
         self.fc2.build((*input_shape[:-1], self.intermediate_dim))
 
     def call(self, x):
-        return self.fc2(keras.activations.gelu(self.fc1(x), approximate=True))
+        hidden = keras.activations.gelu(dense_over_tokens(self.fc1, x), approximate=True)
+        return dense_over_tokens(self.fc2, hidden)
 
     def get_config(self):
         return {**super().get_config(), "intermediate_dim": self.intermediate_dim}

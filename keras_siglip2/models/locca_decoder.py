@@ -4,6 +4,11 @@ Trained on captioning, referring-expression (box) prediction and grounded captio
 the examples autoregressively (causal self-attention, teacher forcing) and half in parallel
 from [MASK] inputs (bidirectional self-attention) as in CapPa; `keras_siglip2.locca_targets`
 builds the inputs, `keras_siglip2.losses.captioning` the loss.
+
+For decoding, `LocCaDecoder.build_cache` / `call_with_cache` run the same blocks with a
+key/value cache (as keras-hub's `CachedMultiHeadAttention`): a fixed (B, 2, T, heads,
+head_dim) self-attention cache per block, written with `ops.slice_update`, and the image
+tokens' cross-attention keys and values computed once.
 """
 
 import keras
@@ -12,6 +17,20 @@ from keras import ops
 
 from keras_siglip2.layers.attention import MultiHeadAttention
 from keras_siglip2.layers.transformer import TransformerBlock, layer_norm
+
+
+def _keys_values(attention, x):
+    """`attention`'s keys and values of `x` (B, S, D), stacked: (B, 2, S, heads, head_dim)."""
+    return ops.stack(attention.keys_values(x), axis=1)
+
+
+def _attend(attention, query, keys_values, keep):
+    """`attention`'s output for `query` (B, S, D) against stacked `keys_values`."""
+    return attention.attend(query, keys_values[:, 0], keys_values[:, 1], keep)
+
+
+def _lower_triangle(length):
+    return ops.cast(ops.tril(ops.ones((length, length), "int32")), "bool")
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
@@ -42,6 +61,25 @@ class LocCaDecoderBlock(TransformerBlock):
         x = x + self.attention(self.norm1(x), attention_mask=attention_mask)
         x = x + self.cross_attention(self.cross_norm(x), image_tokens, key_mask=image_mask)
         return x + self.mlp(self.norm2(x))
+
+    def image_keys_values(self, image_tokens):
+        """The cross-attention's keys and values of `image_tokens`, (B, 2, N, heads, head_dim)."""
+        return _keys_values(self.cross_attention, image_tokens)
+
+    def call_with_cache(self, x, cache, cache_update_index, image_cache, image_keep, keep):
+        """`call` for `x` (B, S, D) at cache slots [cache_update_index, + S).
+
+        `cache` (B, 2, T, heads, head_dim): this block's self-attention keys and values, to
+        which those of `x` are written; `keep` (B, S, T): the slots each query attends to.
+        `image_cache` from `image_keys_values`, `image_keep` (B, 1, N) or None.
+        Returns (x, cache).
+        """
+        h = self.norm1(x)
+        start = (0, 0, cache_update_index, 0, 0)
+        cache = ops.slice_update(cache, start, _keys_values(self.attention, h))
+        x = x + _attend(self.attention, h, cache, keep)
+        x = x + _attend(self.cross_attention, self.cross_norm(x), image_cache, image_keep)
+        return x + self.mlp(self.norm2(x)), cache
 
     def compute_output_shape(self, x_shape, image_tokens_shape):
         return x_shape
@@ -117,13 +155,22 @@ class LocCaDecoder(keras.layers.Layer):
         self.final_norm.build(x_shape)
         self.logits_dense.build(x_shape)
 
-    def call(self, token_ids, image_tokens, image_mask=None, causal=None):
+    def _embed(self, token_ids, positions=None):
         x = self.token_embedding(token_ids)
-        x = x + self.position_embedding(x)
-        if self.image_projection is not None:
-            image_tokens = self.image_projection(image_tokens)
-        length = ops.shape(token_ids)[1]
-        lower = ops.cast(ops.tril(ops.ones((length, length), "int32")), "bool")[None]
+        return x + self.position_embedding(x, positions=positions)
+
+    def _project(self, image_tokens):
+        if self.image_projection is None:
+            return image_tokens
+        return self.image_projection(image_tokens)
+
+    def _logits(self, x):
+        return ops.cast(self.logits_dense(self.final_norm(x)), "float32")
+
+    def call(self, token_ids, image_tokens, image_mask=None, causal=None):
+        x = self._embed(token_ids)
+        image_tokens = self._project(image_tokens)
+        lower = _lower_triangle(ops.shape(token_ids)[1])[None]
         if causal is None:
             attention_mask = lower
         else:  # Bidirectional rows are all True.
@@ -131,7 +178,79 @@ class LocCaDecoder(keras.layers.Layer):
             attention_mask = ops.logical_or(lower, bidirectional)
         for block in self.blocks:
             x = block(x, image_tokens, image_mask=image_mask, attention_mask=attention_mask)
-        return ops.cast(self.logits_dense(self.final_norm(x)), "float32")
+        return self._logits(x)
+
+    def build_cache(self, token_ids, image_tokens, image_mask=None):
+        """A causal pass over `token_ids` (B, T = `sequence_length`) that fills a cache.
+
+        Returns (logits, cache): the logits of `call(token_ids, image_tokens, image_mask)`,
+        and for `call_with_cache` each block's self-attention keys and values at slots
+        0 … T − 1 (slot t holds position t) with the image tokens' cross-attention keys
+        and values.
+
+        Example:
+        >>> decoder = LocCaDecoder(vocabulary_size=50, sequence_length=8, hidden_dim=16,
+        ...     num_layers=1, num_heads=2, intermediate_dim=32)
+        >>> tokens, image = keras.ops.ones((2, 8), "int32"), keras.ops.ones((2, 4, 24))
+        >>> logits, cache = decoder.build_cache(tokens, image)
+        >>> bool(keras.ops.all(keras.ops.isclose(logits, decoder(tokens, image), atol=1e-5)))
+        True
+        """
+        if not self.built:
+            self.build(ops.shape(token_ids), ops.shape(image_tokens))
+        image_tokens = self._project(image_tokens)
+        cache = {
+            "keys_values": [
+                ops.zeros(
+                    (ops.shape(token_ids)[0], 2, self.sequence_length, self.num_heads,
+                     self.hidden_dim // self.num_heads),
+                    self.compute_dtype,
+                )
+                for _ in self.blocks
+            ],
+            "image_keys_values": [block.image_keys_values(image_tokens) for block in self.blocks],
+        }
+        if image_mask is not None:
+            cache["image_keep"] = ops.cast(image_mask, "bool")[:, None]
+        positions = ops.arange(self.sequence_length, dtype="int32")[None]
+        keep = _lower_triangle(self.sequence_length)[None]
+        return self.call_with_cache(token_ids, positions, cache, 0, keep)
+
+    def call_with_cache(self, token_ids, positions, cache, cache_update_index, keep):
+        """Logits for `token_ids` (B, S) written to cache slots [cache_update_index, + S).
+
+        Args:
+            token_ids: (B, S) int.
+            positions: (B, S) their positions (for the position embedding); a slot's
+                position is the caller's choice, as attention does not depend on key order.
+            cache: from `build_cache` (or a previous `call_with_cache`).
+            cache_update_index: int or scalar tensor, the first slot written.
+            keep: (B, S, T) truthy where a query may attend to a slot (its own included).
+
+        Returns:
+            (logits (B, S, vocabulary_size) float32, the updated cache).
+
+        Example:
+        >>> decoder = LocCaDecoder(vocabulary_size=50, sequence_length=8, hidden_dim=16,
+        ...     num_layers=1, num_heads=2, intermediate_dim=32)
+        >>> tokens, image = keras.ops.ones((2, 8), "int32"), keras.ops.ones((2, 4, 16))
+        >>> _, cache = decoder.build_cache(tokens, image)
+        >>> keep = keras.ops.arange(8)[None, None] <= 5  # slots 0 … 5: positions 0 … 5
+        >>> logits, cache = decoder.call_with_cache(tokens[:, 5:6], [[5], [5]], cache, 5, keep)
+        >>> bool(keras.ops.all(keras.ops.isclose(logits[:, 0], decoder(tokens, image)[:, 5],
+        ...     atol=1e-5)))
+        True
+        """
+        x = self._embed(token_ids, ops.convert_to_tensor(positions, "int32"))
+        keys_values = []
+        for block, block_cache, image_cache in zip(
+            self.blocks, cache["keys_values"], cache["image_keys_values"]
+        ):
+            x, block_cache = block.call_with_cache(
+                x, block_cache, cache_update_index, image_cache, cache.get("image_keep"), keep
+            )
+            keys_values.append(block_cache)
+        return self._logits(x), {**cache, "keys_values": keys_values}
 
     def compute_output_shape(self, token_ids_shape, image_tokens_shape):
         return (*token_ids_shape, self.vocabulary_size)

@@ -6,14 +6,16 @@ import keras_hub
 from keras_siglip2.layers.map_head import MAPHead
 from keras_siglip2.losses.masked_prediction import apply_token_mask
 from keras_siglip2.layers.naflex_position_embedding import NaFlexPositionEmbedding
+from keras_siglip2.layers.token_dense import dense_over_tokens
 from keras_siglip2.layers.transformer import TransformerEncoder
+from keras_siglip2.models.tower_preset import TowerFromPreset
 
 # The tower's inputs, as `NaFlexImageConverter` returns them.
 NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
-class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
+class SigLIP2NaFlexVisionEncoder(TowerFromPreset, keras_hub.models.Backbone):
     """ViT image tower on a padded batch of patch sequences (NaFlex).
 
     Inputs (a dict, as produced by `NaFlexImageConverter`):
@@ -96,7 +98,7 @@ class SigLIP2NaFlexVisionEncoder(keras_hub.models.Backbone):
         Patches where `token_mask` (B, N) is 1 are replaced by `mask_token`
         (D,) before the position embedding is added (masked prediction).
         """
-        x = self.patch_embedding(inputs["patches"])
+        x = dense_over_tokens(self.patch_embedding, inputs["patches"])
         if token_mask is not None:
             x = apply_token_mask(x, token_mask, mask_token)
         x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
