@@ -39,23 +39,20 @@ from keras_siglip2.callbacks import (
     TrainingBackup,
 )
 from keras_siglip2.datasets import scenes
-from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
+from keras_siglip2.main_job import (
+    MainJobConfig,
+    build_trainer,
+    image_converters,
+    language_mix,
+    scene_pool,
+)
 from keras_siglip2.pipelines import training_batches
-from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
-from keras_siglip2.scene_pool import ScenePool
 from timing import markdown_table, median
-
-
-def converters(config):
-    converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
-    views = LocalViews(NaFlexImageConverter(config.patch_size, config.local_view_patches),
-                       config.local_views)
-    return converter, views
 
 
 def pipelines(config, tokenizer, vocab, pool):
     """{name: the training stream}: drawn anew, and from `pool`."""
-    converter, views = converters(config)
+    converter, views = image_converters(config)
     languages = language_mix(config.english_fraction)
     anew = training_batches(
         scenes.load("train", seed=config.seed, language=languages), tokenizer, converter,
@@ -124,8 +121,7 @@ def main():
     config = MainJobConfig()
     tokenizer = scenes.tokenizer(sequence_length=config.text_length)
     begin = time.perf_counter()
-    pool = ScenePool(min(config.pool_size, config.steps * config.batch_size), tokenizer,
-                     *converters(config), seed=config.seed)
+    pool = scene_pool(config, tokenizer)
     build = (time.perf_counter() - begin) / config.steps
     rows = [["both", "pool build", f"{build * 1e3:.0f}", "–"]]
     for phase, start in (("sigmoid + LocCa", 1.0), ("all four terms", 0.0)):

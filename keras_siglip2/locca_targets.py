@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 TASKS = ("cap", "aref", "gcap")
+# The decoder inputs of a LocCa example, as `SigLIP2Trainer` reads them from a batch.
+DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
 
 
 def _numpy_mode(*values):

@@ -194,6 +194,29 @@ def build_trainer(config, text_vocabulary_size):
     return trainer, vocab
 
 
+def image_converters(config):
+    """The `NaFlexImageConverter` of the global view and the `LocalViews` (None without SILC)
+    of `config`.
+
+    Example:
+    >>> converter, views = image_converters(MainJobConfig())
+    >>> converter.max_num_patches, views.num_views, views.image_converter.max_num_patches
+    (64, 2, 16)
+    """
+    converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
+    views = LocalViews(
+        NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
+    ) if config.self_distillation else None
+    return converter, views
+
+
+def scene_pool(config, tokenizer):
+    """The `ScenePool` `train` streams from: `config.pool_size` scenes, or fewer when the run
+    sees fewer examples."""
+    size = min(config.pool_size, config.steps * config.batch_size)
+    return ScenePool(size, tokenizer, *image_converters(config), seed=config.seed)
+
+
 def _distribution_scope(config):
     """The context to build the trainer in for `config.distribution` (fails fast)."""
     from keras_siglip2.distribution import strategy
@@ -266,15 +289,11 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
             f"epoch {initial_epoch} of this run: it belongs to another run; pass --restart "
             "or use another --workdir."
         )
-    converter = NaFlexImageConverter(config.patch_size, config.max_num_patches)
-    views = LocalViews(
-        NaFlexImageConverter(config.patch_size, config.local_view_patches), config.local_views
-    ) if config.self_distillation else None
+    converter, views = image_converters(config)
     first = step * config.batch_size  # the stream continues where the backup stopped
     locca = (vocab, config.decoder_length) if config.locca else (None, None)
     if config.pool_size:
-        pool = ScenePool(min(config.pool_size, config.steps * config.batch_size), tokenizer,
-                         converter, views, seed=config.seed)
+        pool = scene_pool(config, tokenizer)
         batches = pool.training_batches(config.batch_size, languages, *locca, start=first)
     else:
         batches = training_batches(

@@ -9,10 +9,8 @@ seeded by (seed, example index), so a pipeline is reproducible and resumable.
 
 import tensorflow as tf
 
-from keras_siglip2.locca_targets import sample_locca_example
+from keras_siglip2.locca_targets import DECODER_KEYS, sample_locca_example
 from keras_siglip2.preprocessing import NaFlexImageConverter
-
-_DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
 
 
 def converted_image(image_converter, image):
@@ -65,7 +63,7 @@ def training_batches(
                 token_ids, example["boxes"], tokenizer(example["referring_expressions"]),
                 example_seed, vocabulary, decoder_length,
             )
-            batch.update({k: locca[k] for k in _DECODER_KEYS})
+            batch.update({k: locca[k] for k in DECODER_KEYS})
         if local_views is not None:
             batch["local_views"] = local_views(example["image"], seed=example_seed + 1)
         return batch

@@ -14,7 +14,7 @@ seeded by (seed, example index), so a stream is reproducible and resumes from an
 import numpy as np
 
 from keras_siglip2.datasets import scenes
-from keras_siglip2.locca_targets import sample_locca_example
+from keras_siglip2.locca_targets import DECODER_KEYS, sample_locca_example
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
 _IMAGE_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
@@ -31,7 +31,8 @@ class ScenePool:
             the pool keeps `pool_views` of its crops per scene, of which each example gets
             `local_views.num_views`.
         pool_views: local views kept per scene (≥ `local_views.num_views`).
-        seed, split, num_objects: the scenes drawn (`scenes.load`'s).
+        seed: the scenes drawn (`scenes.load`'s) and every per-example draw.
+        split, num_objects: the scenes drawn (`scenes.load`'s).
 
     Example:
     >>> from keras_siglip2.locca_targets import LocCaVocabulary
@@ -139,16 +140,16 @@ class ScenePool:
         return out
 
     def training_batches(self, batch_size, language, vocabulary=None, decoder_length=None,
-                         seed=None, start=0):
+                         start=0):
         """Batches for `SigLIP2Trainer.fit`, the keys `pipelines.training_batches` gives.
 
         Args:
             batch_size: examples per batch (the remainder of no pass is dropped: the stream
                 is endless).
-            language: a mapping from `scenes.LANGUAGES` codes to weights, or one code.
+            language: a mapping from `scenes.LANGUAGES` codes to weights, or one code
+                (`scenes.language_weights`).
             vocabulary, decoder_length: a `LocCaVocabulary` and the LocCa sequence length,
                 or None for no decoder inputs.
-            seed: seed of the per-example draws; default the pool's.
             start: the index of the first example (resume a stream where it stopped).
         """
         import tensorflow as tf
@@ -156,12 +157,7 @@ class ScenePool:
         if vocabulary is not None and decoder_length is None:
             raise ValueError("Give `decoder_length` (the LocCa sequence length) with "
                              "`vocabulary`.")
-        scenes._check_language(language)
-        if isinstance(language, str):
-            language = {language: 1.0}
-        weights = np.array([language.get(c, 0) for c in scenes.LANGUAGES], np.float64)
-        weights /= weights.sum()
-        seed = self.seed if seed is None else seed
+        weights = scenes.language_weights(language)
         a = self.arrays
         specs = [(a[k].dtype, a[k].shape[1:]) for k in _IMAGE_KEYS]
         specs += [(a["caption_ids"].dtype, a["caption_ids"].shape[2:]),
@@ -180,11 +176,10 @@ class ScenePool:
             values[4:6] = [tf.cast(v, tf.int32) for v in values[4:6]]
             batch = {"token_ids": values[4], **_from_pixels(dict(zip(_IMAGE_KEYS, values)))}
             if vocabulary is not None:
-                example_seed = tf.stack([tf.cast(seed, tf.int32), tf.cast(index, tf.int32)])
+                example_seed = tf.stack([tf.cast(self.seed, tf.int32), tf.cast(index, tf.int32)])
                 locca = sample_locca_example(values[4], values[6], values[5], example_seed,
                                              vocabulary, decoder_length)
-                batch.update({k: locca[k] for k in ("decoder_input_ids", "decoder_target_ids",
-                                                    "decoder_loss_mask", "decoder_causal")})
+                batch.update({k: locca[k] for k in DECODER_KEYS})
             if self.local_views is not None:
                 batch["local_views"] = _from_pixels(dict(zip(_IMAGE_KEYS, values[7:])))
             return batch

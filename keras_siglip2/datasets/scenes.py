@@ -115,6 +115,23 @@ def _check_language(language):
     )
 
 
+def language_weights(language):
+    """The probability of each of `LANGUAGES` under `language`: one code, a mapping from
+    codes to weights (normalised here), or None (uniform).
+
+    Example:
+    >>> language_weights({"en": 3, "de": 1}).tolist()
+    [0.75, 0.25, 0.0, 0.0, 0.0]
+    """
+    _check_language(language)
+    if language is None:
+        language = dict.fromkeys(LANGUAGES, 1.0)
+    elif isinstance(language, str):
+        language = {language: 1.0}
+    weights = np.array([language.get(code, 0) for code in LANGUAGES], np.float64)
+    return weights / weights.sum()
+
+
 def _frozen(array):
     array.flags.writeable = False  # cached: callers must not change it
     return array
@@ -276,8 +293,7 @@ def example(split, index, seed=0, language=None, num_objects=(1, 4)):
         if language is None:
             language = LANGUAGES[draw.integers(len(LANGUAGES))]
         else:
-            weights = np.array([language.get(code, 0) for code in LANGUAGES], np.float64)
-            language = LANGUAGES[draw.choice(len(LANGUAGES), p=weights / weights.sum())]
+            language = LANGUAGES[draw.choice(len(LANGUAGES), p=language_weights(language))]
     scene = _scene(split, key, num_objects)
     return {**scene.pop("fields"), "caption": scene["caption"](language), "language": language,
             "referring_expressions": scene["referring_expressions"](language)}

@@ -6,6 +6,7 @@ from keras import ops
 from keras_siglip2.curation import gather_batch, learnability_scores, select_learnable
 from keras_siglip2.layers.dino_head import DINOHead
 from keras_siglip2.layers.logits import l2_normalize
+from keras_siglip2.locca_targets import DECODER_KEYS
 from keras_siglip2.losses.captioning import token_cross_entropy
 from keras_siglip2.losses.masked_prediction import masked_prediction_loss, random_patch_mask
 from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
@@ -13,7 +14,6 @@ from keras_siglip2.losses.collectives import batch_shards, scale_for_replicas
 from keras_siglip2.losses.sigmoid import sharded_sigmoid_loss, sigmoid_loss
 
 TERMS = ("sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss")
-_DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
 
 
 def _clone(layer):
@@ -291,7 +291,7 @@ class SigLIP2Trainer(keras.Model):
         if self.decoder is not None and "locca_loss" in self.skipped_terms:
             terms["locca_loss"] = _zero_with_zero_gradients(self.decoder.trainable_weights)
         elif self.decoder is not None:
-            missing = [k for k in _DECODER_KEYS if k not in x]
+            missing = [k for k in DECODER_KEYS if k not in x]
             if missing:
                 raise ValueError(
                     f"The batch lacks {missing}, which the LocCa decoder trains on: "
