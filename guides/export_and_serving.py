@@ -8,9 +8,11 @@ Accelerator: None (runs on a laptop CPU)
 """
 ## Setup
 
-In Colab, install the package and the exporters and runtimes first:
-`!pip install git+https://github.com/keras-siglip2/keras_siglip2 tf2onnx onnx onnxscript
-onnxruntime ai-edge-litert`
+The project has no public release yet: put a checkout of keras_siglip2 on the machine at
+`./keras_siglip2` (in Colab, upload a zip of it in the Files pane and run
+`!unzip -q keras_siglip2.zip`), then install it with the exporters and runtimes (the
+notebook's first cell does):
+`!pip install ./keras_siglip2 tf2onnx onnx onnxscript onnxruntime ai-edge-litert`
 
 `GUIDE_PRESET` picks the checkpoint (default `siglip2_base_patch16_224`, a download of about
 1.5 GB). The test suite runs this guide with `GUIDE_STEPS` set, which swaps in a tiny random

@@ -9,8 +9,10 @@ Accelerator: GPU recommended
 """
 ## Setup
 
-In Colab, install the package first:
-`!pip install git+https://github.com/keras-siglip2/keras_siglip2`
+The project has no public release yet: put a checkout of keras_siglip2 on the machine at
+`./keras_siglip2` (in Colab, upload a zip of it in the Files pane and run
+`!unzip -q keras_siglip2.zip`), then install it (the notebook's first cell does):
+`!pip install ./keras_siglip2`
 
 The guide fine-tunes `siglip2_base_patch16_224` (a download of about 1.5 GB) for
 `GUIDE_STEPS` steps (default 300). The test suite sets `GUIDE_STEPS` to a handful: then a

@@ -9,8 +9,10 @@ Accelerator: GPU recommended (runs on a CPU, slowly)
 """
 ## Setup
 
-In Colab, install the package first:
-`!pip install git+https://github.com/keras-siglip2/keras_siglip2`
+The project has no public release yet: put a checkout of keras_siglip2 on the machine at
+`./keras_siglip2` (in Colab, upload a zip of it in the Files pane and run
+`!unzip -q keras_siglip2.zip`), then install it (the notebook's first cell does):
+`!pip install ./keras_siglip2`
 
 The guide loads the released `siglip2_base_patch16_naflex` (a download of about 1.5 GB).
 The test suite runs it with `GUIDE_STEPS` set: then a tiny random NaFlex model, written as a

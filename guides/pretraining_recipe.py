@@ -9,8 +9,10 @@ Accelerator: GPU recommended (runs on a laptop CPU at a small size)
 """
 ## Setup
 
-In Colab, install the package first:
-`!pip install git+https://github.com/keras-siglip2/keras_siglip2`
+The project has no public release yet: put a checkout of keras_siglip2 on the machine at
+`./keras_siglip2` (in Colab, upload a zip of it in the Files pane and run
+`!unzip -q keras_siglip2.zip`), then install it (the notebook's first cell does):
+`!pip install ./keras_siglip2`
 
 `GUIDE_STEPS` (default: the main job's `MainJobConfig.steps`) sets the training length; the
 test suite runs this guide with a handful of steps and a tiny model. Pick the backend with
@@ -129,10 +131,10 @@ for key, value in batch.items():
 DINO heads of SILC / TIPS into one compiled `SigLIP2Trainer` (AdamW, warm-up then cosine
 decay). The teacher moves towards the student inside each compiled train step (the
 trainer's `ema_decay`). Callbacks complete the recipe: `AuxiliaryLossSchedule` switches the
-self-supervised terms on at 80% of training; `TrainingBackup` (first in the list) backs the whole state up after every
-epoch, atomically, and on a non-finite loss puts the model back to its last good state and
-raises `TrainingDiverged` naming the term and the step. `StepLog` writes every step's terms
-to a CSV file.
+self-supervised terms on at 80% of training; `TrainingBackup` (first in the list) backs the
+whole state up after every epoch, atomically, and on a non-finite loss puts the model back to
+its last good state and raises `TrainingDiverged` naming the term and the step. `StepLog`
+writes every step's terms to a CSV file.
 """
 
 print(trainer.terms)
@@ -150,7 +152,8 @@ trainer.fit(
 ## One curve per term
 
 Keras logs each term as a running mean over the current epoch; `StepLog` recovered each
-step's own value. `plot_curves` draws one panel per term with PIL.
+step's own value. `plot_curves` draws one panel per term with matplotlib (`plot_losses`
+draws them on one log-scale axis, smoothed, as `python -m keras_siglip2 train` does).
 """
 
 log = StepLog.read(WORK / "steps.csv")

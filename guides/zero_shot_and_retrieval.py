@@ -9,8 +9,10 @@ Accelerator: GPU recommended (runs on a CPU, slowly)
 """
 ## Setup
 
-In Colab, install the package first:
-`!pip install git+https://github.com/keras-siglip2/keras_siglip2`
+The project has no public release yet: put a checkout of keras_siglip2 on the machine at
+`./keras_siglip2` (in Colab, upload a zip of it in the Files pane and run
+`!unzip -q keras_siglip2.zip`), then install it (the notebook's first cell does):
+`!pip install ./keras_siglip2`
 
 The guide loads two released checkpoints, `siglip2_base_patch16_224` (square 224 px images)
 and `siglip2_base_patch16_naflex` (native aspect ratio), about 1.5 GB each. The test suite
@@ -83,9 +85,9 @@ print([p.shape[:2] for p in pictures[:4]])
 Any list of texts is a classifier. SigLIP scores each image-text pair on its own:
 sigmoid(exp(t) · cos + b) is the probability that the text describes the image, so the
 probabilities of one image need not sum to 1 (none of them may be high, or several).
-`encode_image_batch` and `encode_text_batch` run the towers compiled (`predict_on_batch`) and
-return L2-normalised embeddings as numpy (`backbone.encode_images` / `encode_text` do the
-same eagerly); `backbone.logits_head` holds t and b.
+`encode_image_batch` and `encode_text_batch` return L2-normalised embeddings as numpy, from
+`backbone.encode_images` / `encode_text`, which run compiled (`compiled=False` runs them
+op by op, for debugging); `backbone.logits_head` holds t and b.
 """
 
 SHAPES = scenes.class_names("shape", "en")

@@ -1,17 +1,25 @@
 """SigLIP 2 for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
+# First, before any backend loads: quiets them under `python -m keras_siglip2` (quiet.py).
+from keras_siglip2 import quiet
 from keras_siglip2.models import (
     LocCaDecoder,
     SigLIP2Backbone,
     SigLIP2NaFlexVisionEncoder,
+    SigLIP2Preprocessor,
     SigLIP2TextEncoder,
     SigLIP2Trainer,
     SigLIP2VisionEncoder,
+    SigLIP2ZeroShotClassifier,
 )
 from keras_siglip2.preprocessing import (
     NaFlexImageConverter,
     SigLIP2ImageConverter,
 )
 from keras_siglip2.tokenizer import SigLIP2Tokenizer
+
+# The loader layer, above the models: registers the functions their `from_preset`s call
+# (preset_registry.py), so it must have run before any `from_preset`.
+from keras_siglip2 import preset_loader
 
 __version__ = "0.1.0"

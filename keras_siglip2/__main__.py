@@ -1,5 +1,9 @@
 """Command line: `python -m keras_siglip2 {train,eval,zero-shot,embed,presets,convert,export}`
-(also installed as `keras-siglip2`). `--help` on each command says what it takes."""
+(also installed as `keras-siglip2`). `--help` on each command says what it takes.
+
+The backends' own log lines (TensorFlow's and XLA's start-up notices, SentencePiece's) are
+kept off the terminal from before they load (`keras_siglip2.quiet`, run by the package's
+`__init__`); `--verbose` before the command leaves them be."""
 
 import argparse
 import json
@@ -175,6 +179,8 @@ def _convert(args):
 def _train(args):
     import dataclasses
 
+    from keras_siglip2.checkpoint import load_checkpoint
+    from keras_siglip2.gallery import prediction_gallery
     from keras_siglip2.main_job import MainJobConfig, evaluate, format_results, train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MainJobConfig)
@@ -183,21 +189,35 @@ def _train(args):
         overrides["distribution"] = "tpu"
     config = MainJobConfig(**overrides)
     workdir = pathlib.Path(args.workdir)
-    train(config, workdir, verbose=1 if sys.stdout.isatty() else 2, restart=args.restart)
-    print(f"checkpoint: {workdir / 'checkpoint'}  loss curves: {workdir / 'losses.png'}")
+    train(config, workdir, restart=args.restart, tensorboard=args.tensorboard)
+    plots = ["losses.png", *(["evaluation.png"] if (workdir / "evaluation.png").is_file()
+                             else [])]
+    print(f"checkpoint: {workdir / 'checkpoint'}  plots: "
+          + ", ".join(str(workdir / name) for name in plots))
     if args.eval_examples > 0:
-        results = evaluate(workdir / "checkpoint", num_examples=args.eval_examples,
+        model = load_checkpoint(workdir / "checkpoint")
+        results = evaluate(model, num_examples=args.eval_examples,
                            probe_examples=max(1, args.eval_examples // 2), seed=config.seed)
         (workdir / "results.json").write_text(json.dumps(results, indent=1))
         print(format_results(results))
+        prediction_gallery(model, workdir / "gallery.png", seed=config.seed)
+        print(f"gallery: {workdir / 'gallery.png'}")
 
 
 def _eval(args):
+    from keras_siglip2.checkpoint import load_checkpoint
+    from keras_siglip2.gallery import prediction_gallery
     from keras_siglip2.main_job import evaluate, format_results
 
-    results = evaluate(args.checkpoint, num_examples=args.num_examples,
+    model = load_checkpoint(args.checkpoint)
+    results = evaluate(model, num_examples=args.num_examples,
                        probe_examples=args.probe_examples, seed=args.seed)
     print(format_results(results))
+    if args.gallery is not None:
+        path = args.gallery or os.path.join(
+            os.path.dirname(os.path.abspath(args.checkpoint)), "gallery.png")
+        prediction_gallery(model, path, seed=args.seed)
+        print(f"gallery: {path}")
 
 
 def _model(handle):
@@ -210,15 +230,14 @@ def _zero_shot(args):
     import keras
     import numpy as np
 
-    from keras_siglip2.layers.logits import l2_normalize
-
     labels = args.labels
     model = _model(args.preset)
     backbone = model["backbone"]
     images = model["image_converter"](list(args.images))
     texts = model["tokenizer"]([args.template.format(label) for label in labels])
-    image_embeddings = l2_normalize(backbone.encode_images(images))
-    text_embeddings = l2_normalize(backbone.encode_text(texts))
+    # Compiled (numpy, L2-normalised); the logit head is one small product.
+    image_embeddings = backbone.encode_images(images)
+    text_embeddings = backbone.encode_text(texts)
     logits = backbone.logits_head(image_embeddings, text_embeddings)
     probabilities = keras.ops.convert_to_numpy(keras.ops.sigmoid(logits))
     for path, row in zip(args.images, probabilities):
@@ -229,7 +248,6 @@ def _zero_shot(args):
 
 
 def _embed(args):
-    import keras
     import numpy as np
 
     model = _model(args.preset)
@@ -238,7 +256,7 @@ def _embed(args):
         embeddings = backbone.encode_images(model["image_converter"](list(args.images)))
     else:
         embeddings = backbone.encode_text(model["tokenizer"](list(args.texts)))
-    embeddings = keras.ops.convert_to_numpy(embeddings).astype("float32")
+    embeddings = np.asarray(embeddings, "float32")  # compiled: numpy already
     np.save(args.output, embeddings)
     print(f"saved {embeddings.shape[0]} embeddings of width {embeddings.shape[1]} to "
           f"{args.output}")
@@ -267,6 +285,10 @@ def main(argv=None):
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error, not one line")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the backends' log lines (TensorFlow, XLA, SentencePiece) "
+                        "as the environment's log levels let them through; without it "
+                        "they are hidden (keras_siglip2.quiet)")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train",
@@ -276,6 +298,8 @@ def main(argv=None):
     train.add_argument("--workdir", default="siglip2_run",
                        help="directory for the checkpoint, logs and plots; an interrupted run "
                        "there resumes (default: siglip2_run)")
+    from keras_siglip2.main_job import MainJobConfig
+
     for name, kind, text in (
         ("steps", int, "optimizer steps"), ("epochs", int, "backups (resumption points)"),
         ("batch_size", int, "examples per step"),
@@ -285,9 +309,12 @@ def main(argv=None):
         ("english_fraction", float, "share of English captions in training"),
         ("pool_size", int, "training scenes drawn once and reused with fresh draws per pass "
          "(0: every example drawn anew)"),
+        ("validation_scenes", int, "validation scenes measured after every epoch (zero-shot, "
+         "retrieval, box IoU) into validation.csv and evaluation.png; 0: none"),
     ):
+        default = MainJobConfig.__dataclass_fields__[name].default
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
-                           help=f"{text} (default: MainJobConfig.{name})")
+                           help=f"{text} (default: {default})")
     train.add_argument("--distribution", choices=("none", "data_parallel", "mirrored", "tpu"),
                        help="multi-device training: data_parallel (JAX, every local device), "
                        "mirrored or tpu (TensorFlow) (default: none)")
@@ -296,9 +323,12 @@ def main(argv=None):
     train.add_argument("--restart", action="store_true",
                        help="delete the run in --workdir (backup, checkpoint, logs) and start "
                        "over; without it, a run there resumes where it stopped")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="write TensorBoard logs of every epoch (loss terms, validation "
+                       "measures) to WORKDIR/tensorboard")
     train.add_argument("--eval-examples", type=_int_at_least(0), default=1000,
-                       help="test images for the evaluation after training; 0 skips it "
-                       "(default: 1000)")
+                       help="test images for the evaluation after training, which also "
+                       "writes gallery.png; 0 skips both (default: 1000)")
     train.set_defaults(run=_train)
     evaluate = commands.add_parser(
         "eval", help="evaluate a trained checkpoint on the embedded dataset's test split"
@@ -312,6 +342,11 @@ def main(argv=None):
                           help="images for the referring and dense-probe evaluations "
                           "(default: 500)")
     evaluate.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    evaluate.add_argument("--gallery", nargs="?", const="", type=_output_file, metavar="PATH",
+                          help="also draw the prediction gallery (8 test scenes: caption, "
+                          "zero-shot top-3, ground-truth and LocCa boxes) to PATH; without "
+                          "PATH to gallery.png in the checkpoint's parent directory (the "
+                          "run's workdir)")
     evaluate.set_defaults(run=_eval)
     zero_shot = commands.add_parser(
         "zero-shot", help="score images against class names (sigmoid probabilities)"
@@ -325,7 +360,7 @@ def main(argv=None):
                            help="prompt with one {} for the class name (default: 'a photo of "
                            "a {}.'; use '{}' for checkpoints of `train`)")
     zero_shot.add_argument("--top", type=_positive_int, default=5,
-                           help="classes shown per image")
+                           help="classes shown per image (default: 5)")
     zero_shot.set_defaults(run=_zero_shot)
     embed = commands.add_parser("embed", help="embed images or texts into a .npy file")
     embed.add_argument("--preset", required=True,

@@ -16,9 +16,13 @@ import numpy as np
 from keras_siglip2.converters.file_errors import read_json, reading
 from keras_siglip2.converters.keras_hub import IMAGE_CONVERTER_FILE
 from keras_siglip2.converters.weight_loader import check_finite
+from keras_siglip2.datasets import scenes
 from keras_siglip2.locca_targets import LocCaVocabulary
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.locca_decoder import LocCaDecoder
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 from keras_siglip2.preprocessing import NaFlexImageConverter, SigLIP2ImageConverter
 from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
@@ -126,11 +130,6 @@ def save_tiny_random_checkpoint(directory, naflex=False, seed=0):
     >>> SigLIP2Backbone.from_preset(path).is_naflex
     True
     """
-    from keras_siglip2.datasets import scenes
-    from keras_siglip2.models import (
-        SigLIP2NaFlexVisionEncoder, SigLIP2TextEncoder, SigLIP2VisionEncoder,
-    )
-
     keras.utils.set_random_seed(seed)
     tokenizer = scenes.tokenizer(sequence_length=32)
     width = dict(hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64)

@@ -9,6 +9,7 @@ part of training, as in the paper), all fitted on `keras_siglip2.datasets.scenes
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -17,8 +18,15 @@ import shutil
 
 import keras
 
-from keras_siglip2.callbacks import AuxiliaryLossSchedule, StepLog, TrainingBackup
-from keras_siglip2.checkpoint import save_checkpoint
+from keras_siglip2 import evaluation
+from keras_siglip2.callbacks import (
+    AuxiliaryLossSchedule,
+    StepLog,
+    TrainingBackup,
+    ValidationEvaluation,
+)
+from keras_siglip2.callbacks.step_log import StepProgress
+from keras_siglip2.checkpoint import load_checkpoint, save_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.locca_targets import LocCaVocabulary
 from keras_siglip2.models.backbone import SigLIP2Backbone
@@ -26,9 +34,14 @@ from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
 from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 from keras_siglip2.models.trainer import SigLIP2Trainer
-from keras_siglip2.pipelines import converted_image, training_batches
-from keras_siglip2.plots import plot_curves
+from keras_siglip2.pipelines import dense_batches, referring_batches, training_batches
+from keras_siglip2.plots import plot_losses, plot_validation
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
+from keras_siglip2.scene_evaluation import (
+    attribute_batches,
+    attribute_classifiers,
+    caption_batches,
+)
 from keras_siglip2.scene_pool import ScenePool
 
 
@@ -78,6 +91,10 @@ class MainJobConfig:
     # languages, LocCa tasks and local views (`ScenePool`): at most this many (0: draw every
     # example anew in the input pipeline, as before 2026-12-06).
     pool_size: int = 8192
+    # Validation scenes measured after every epoch (`ValidationEvaluation`: zero-shot colour
+    # and shape, text→image recall@1, LocCa box IoU) into `validation.csv`, `evaluation.png`
+    # and the epoch logs; 0: none. It does not change the training (a resumed run may change it).
+    validation_scenes: int = 256
     seed: int = 0
     # "none", "data_parallel" (JAX: keras.distribution over every local device),
     # "mirrored" or "tpu" (TensorFlow: tf.distribute, TPU `tpu`: "local" on a TPU VM, a
@@ -95,7 +112,7 @@ class MainJobConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-        for name in ("seed", "pool_size"):
+        for name in ("seed", "pool_size", "validation_scenes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0; got {value!r}.")
@@ -239,18 +256,24 @@ def _distribution_scope(config):
     )
 
 
-# Settings that may change when a run resumes: where it runs, not what it computes.
-_PLACEMENT = ("distribution", "tpu")
+# Settings that may change when a run resumes: where it runs and what is measured on the
+# side, not what it computes. A config.json from before a setting existed reads as None.
+_PLACEMENT = ("distribution", "tpu", "validation_scenes")
 _RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
-              "losses.png", "results.json")
+              "losses.png", "validation.csv", "evaluation.png", "tensorboard", "gallery.png",
+              "results.json")
 
 
-def train(config, workdir, verbose=1, restart=False, callbacks=()):
+def train(config, workdir, verbose=1, restart=False, callbacks=(), tensorboard=False):
     """Trains the main job's model into `workdir`; resumes a run that was interrupted there.
 
     Writes `workdir/config.json`, `workdir/steps.csv` (every step's loss terms),
-    `workdir/losses.png`, and the trained model to `workdir/checkpoint` (see
-    `keras_siglip2.checkpoint`); returns that checkpoint's path.
+    `workdir/losses.png` (their curves, `plots.plot_losses`), and the trained model to
+    `workdir/checkpoint` (see `keras_siglip2.checkpoint`); returns that checkpoint's path.
+    With `config.validation_scenes`, the `ValidationEvaluation` of every epoch goes into
+    the epoch logs, `workdir/validation.csv` and `workdir/evaluation.png`
+    (`plots.plot_validation`). `tensorboard=True` writes TensorBoard logs of every epoch
+    (the loss terms, the validation measures) to `workdir/tensorboard`.
 
     A run is never lost: `workdir/backup` holds the whole training state after every epoch
     (`TrainingBackup`), and the same call on the same `workdir` after a kill at any moment
@@ -259,7 +282,8 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
     is not trained again. A loss or weight that goes non-finite raises
     `keras_siglip2.callbacks.TrainingDiverged`; the backup of the last good state is kept
     and no checkpoint is written. `restart=True` deletes the run's files in `workdir`
-    first. `callbacks` are added to `fit`'s.
+    first. `callbacks` are added to `fit`'s. `verbose`: 0 prints nothing while training,
+    anything else one line per epoch with steps/s and the time left (`StepProgress`).
     """
     workdir = pathlib.Path(workdir)
     languages = language_mix(config.english_fraction)
@@ -267,6 +291,9 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
         for name in _RUN_FILES:
             _remove(workdir / name)
     _check_same_run(workdir, config)
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise RuntimeError("TensorBoard logs need the `tensorboard` package: pip install "
+                           "tensorboard, or train without --tensorboard.")
     checkpoint = workdir / "checkpoint"
     if checkpoint.is_dir():
         _remove(workdir / "backup")  # left by a kill after the checkpoint was committed
@@ -302,15 +329,24 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
             start=first,
         )
     batches = batches.prefetch(2)
-    step_log = workdir / "steps.csv"
+    step_log, validation_log = workdir / "steps.csv", workdir / "validation.csv"
+    validation = ValidationEvaluation(
+        tokenizer, converter, config.validation_scenes, vocab, validation_log, seed=config.seed,
+    ) if config.validation_scenes else None
     trainer.fit(
         batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-        verbose=verbose, shuffle=False,  # the endless stream is drawn at random already
+        verbose=0, shuffle=False,  # the endless stream is drawn at random already
         callbacks=[
             backup,
             *([AuxiliaryLossSchedule(start_fraction=config.auxiliary_start_fraction)]
               if config.self_distillation else []),
             StepLog(step_log),
+            # After the backup (it measures accepted weights only), before the callbacks
+            # that read its logs.
+            *([validation] if validation else []),
+            *([keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False)]
+              if tensorboard else []),
+            *([StepProgress()] if verbose else []),
             *callbacks,
         ],
     )
@@ -319,8 +355,16 @@ def train(config, workdir, verbose=1, restart=False, callbacks=()):
     save_checkpoint(partial, trainer.backbone, tokenizer, converter, trainer.decoder, vocab)
     os.replace(partial, checkpoint)
     _remove(workdir / "backup")
-    log = StepLog.read(step_log)
-    plot_curves({k: v for k, v in log.items() if k != "step"}, workdir / "losses.png")
+    switch_on = AuxiliaryLossSchedule(
+        start_fraction=config.auxiliary_start_fraction, total_steps=config.steps
+    ).start_step if config.self_distillation else None
+    label = "SILC + TIPS on after step"
+    plot_losses(StepLog.read(step_log), workdir / "losses.png", switch_on, label)
+    if validation_log.is_file():
+        plot_validation(
+            ValidationEvaluation.read(validation_log), workdir / "evaluation.png", switch_on,
+            label, title=f"Validation after every epoch ({config.validation_scenes} scenes)",
+        )
     return checkpoint
 
 
@@ -358,17 +402,6 @@ def _remove(path):
         path.unlink()
 
 
-def _converted_batches(examples, image_converter, batch_size, **extra):
-    """Images through `image_converter`, plus `extra` features computed from each example."""
-    import tensorflow as tf
-
-    def fn(example):
-        image = converted_image(image_converter, example["image"])
-        return {**image, **{k: f(example) for k, f in extra.items()}}
-
-    return examples.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-
-
 def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_size=64):
     """The evaluators on the embedded dataset's test split: a dict of metric → value.
 
@@ -378,14 +411,11 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
     validation images), which tells an attribute the image tower has not learnt from one the
     text tower does not name;
     image↔text retrieval recall on `num_examples` scenes with English captions; referring
-    expression box IoU from the LocCa decoder; the dense linear probe's mIoU (fitted on
-    `probe_examples` validation images, measured on as many test images).
+    expression box IoU from the LocCa decoder, and from the referring-box probe on the frozen
+    features (`referring_probe_iou`, any model); the dense linear probe's mIoU. The probes
+    are fitted on `probe_examples` validation images and measured on as many test images.
     `checkpoint` is a directory written by `train` (or a dict from `load_checkpoint`).
     """
-    from keras_siglip2 import evaluation
-    from keras_siglip2.checkpoint import load_checkpoint
-    from keras_siglip2.pipelines import dense_batches, referring_batches
-
     model = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     backbone, tokenizer, converter = (
         model["backbone"], model["tokenizer"], model["image_converter"]
@@ -393,22 +423,12 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
     patch_size = getattr(backbone.vision_encoder, "patch_size", None)
     results = {}
     # Both attributes' labels ride along, so each set of scenes is drawn and converted once.
-    labels = {a: lambda ex, a=a: ex[a][0] for a in ("colour", "shape")}
-    single = _converted_batches(
-        scenes.load("test", num_examples, seed=seed, language="en", num_objects=(1, 1)),
-        converter, batch_size, held_out=lambda ex: ex["held_out"][0], **labels,
-    ).cache()
+    single = attribute_batches("test", num_examples, converter, batch_size, seed).cache()
     test_sets = {"": single, " (held-out pairs)": single.unbatch().filter(
         lambda ex: ex["held_out"]).batch(batch_size)}
-    probe_train = _converted_batches(
-        scenes.load("validation", num_examples, seed=seed, num_objects=(1, 1)), converter,
-        batch_size, **labels,
-    ).cache()
-    for attribute in labels:
-        classifier = evaluation.zero_shot_classifier(
-            backbone, tokenizer, scenes.class_names(attribute, "en"),
-            scenes.prompt_templates("en", attribute),
-        )
+    probe_train = attribute_batches("validation", num_examples, converter, batch_size,
+                                    seed).cache()
+    for attribute, classifier in attribute_classifiers(backbone, tokenizer).items():
         for name, batches in test_sets.items():
             accuracy = evaluation.zero_shot_accuracy(
                 backbone, classifier, batches, label_key=attribute, top_k=(1,)
@@ -420,19 +440,22 @@ def evaluate(checkpoint, num_examples=1000, probe_examples=500, seed=0, batch_si
         )
         results[f"linear probe {attribute} accuracy"] = linear["accuracy"]
     scenes_en = scenes.load("test", num_examples, seed=seed, language="en")
-    recall = evaluation.retrieval_recall(backbone, _converted_batches(
-        scenes_en, converter, batch_size, token_ids=lambda ex: tokenizer(ex["caption"])
-    ))
+    recall = evaluation.retrieval_recall(
+        backbone, caption_batches(scenes_en, tokenizer, converter, batch_size)
+    )
     for key in ("text_to_image_recall@1", "image_to_text_recall@1", "text_to_image_recall@5"):
         results[key.replace("_", " ")] = recall[key]
+    referring = {split: referring_batches(scenes.load(split, probe_examples, seed=seed),
+                                          tokenizer, converter, batch_size).cache()
+                 for split in ("validation", "test")}
     if model["decoder"] is not None:
         boxes = evaluation.referring_box_iou(
-            backbone, model["decoder"], model["vocabulary"],
-            referring_batches(scenes.load("test", probe_examples, seed=seed), tokenizer,
-                              converter, batch_size),
+            backbone, model["decoder"], model["vocabulary"], referring["test"]
         )
         results["referring box IoU"] = boxes["mean_iou"]
         results["referring accuracy@0.5"] = boxes["accuracy@0.5"]
+    boxes = evaluation.referring_probe_iou(backbone, referring["validation"], referring["test"])
+    results["referring probe box IoU"] = boxes["mean_iou"]
     probe = evaluation.dense_probe_miou(
         backbone,
         dense_batches(scenes.load("validation", probe_examples, seed=seed), converter,

@@ -9,6 +9,7 @@ seeded by (seed, example index), so a pipeline is reproducible and resumable.
 
 import tensorflow as tf
 
+from keras_siglip2.evaluation import patch_labels
 from keras_siglip2.locca_targets import DECODER_KEYS, sample_locca_example
 from keras_siglip2.preprocessing import NaFlexImageConverter
 
@@ -115,8 +116,6 @@ def dense_batches(examples, image_converter, batch_size, patch_size=None, ignore
     >>> tuple(batch["patch_labels"].shape), int(batch["patch_labels"].numpy().max()) > 0
     ((2, 16), True)
     """
-    from keras_siglip2.evaluation import patch_labels
-
     if patch_size is None and not isinstance(image_converter, NaFlexImageConverter):
         raise ValueError("Give the image tower's `patch_size` with a fixed-resolution converter.")
 

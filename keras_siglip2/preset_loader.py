@@ -13,6 +13,7 @@ import pathlib
 import socket
 
 import keras
+import keras_hub
 from keras_hub.src.utils.preset_utils import KerasPresetLoader
 
 from keras_siglip2.converters import big_vision, download, huggingface
@@ -23,6 +24,7 @@ from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
 from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
+from keras_siglip2.preset_registry import PresetError, register
 from keras_siglip2.presets import PRESETS
 
 # big_vision's checkpoints ship without a tokenizer; this is the Gemma
@@ -33,10 +35,6 @@ _HUGGINGFACE_FILES = (
     "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.model",
 )
 _REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
-
-
-class PresetError(ValueError):
-    """A handle that names no usable SigLIP 2 checkpoint."""
 
 
 def build_backbone(backbone_config, dtype=None, remat=False):
@@ -198,6 +196,36 @@ def load_backbone(handle, dtype=None, source=None, load_weights=True, remat=None
     return converter.load_backbone(path, dtype=dtype, remat=bool(remat))
 
 
+def _saved_class(config_file):
+    """The registered class a Keras `config.json` names, or None."""
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            return keras.saving.get_registered_object(str(json.load(f).get("registered_name")))
+    except (OSError, ValueError):
+        return None
+
+
+def load_tower(tower_cls, handle, source=None, dtype=None, remat=None):
+    """`tower_cls.from_preset`: the tower of that class in a two-tower checkpoint.
+
+    A tower saved on its own (`encoder.save_to_preset`) loads as keras-hub loads it.
+    """
+    local = os.path.expanduser(os.fspath(handle))
+    if _saved_class(os.path.join(local, "config.json")) is tower_cls:
+        options = {k: v for k, v in {"dtype": dtype, "remat": remat}.items() if v is not None}
+        # keras-hub's own loader (the tower's `from_preset` is `TowerFromPreset`'s).
+        return keras_hub.models.Backbone.from_preset.__func__(tower_cls, local, **options)
+    backbone = load_backbone(handle, source=source, dtype=dtype, remat=remat)
+    if tower_cls is type(backbone.text_encoder):
+        return backbone.text_encoder
+    if tower_cls is not type(backbone.vision_encoder):
+        other = type(backbone.vision_encoder).__name__
+        raise ValueError(
+            f"'{handle}' has a {other} image tower: load it with {other}.from_preset."
+        )
+    return backbone.vision_encoder
+
+
 def tokenizer_proto(handle, source=None):
     """Local path of the Gemma SentencePiece model that goes with `handle`."""
     fmt, path = resolve(handle, source)
@@ -266,3 +294,10 @@ def image_config(handle, source=None):
     finally:
         checkpoint.close()
     return _vision_image_config(inferred["naflex"], inferred["vision"])
+
+
+# What the models, the tokenizer and the image converters call (`preset_registry`).
+register(
+    load_backbone=load_backbone, load_tower=load_tower, tokenizer_proto=tokenizer_proto,
+    image_config=image_config,
+)

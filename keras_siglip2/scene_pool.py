@@ -2,7 +2,7 @@
 
 Drawing a scene, converting its image to NaFlex patches, making its local views and
 tokenising its texts cost more CPU than the main job's training step uses per example
-(benchmarks/README.md, `main_job_breakdown.py`). `ScenePool` does that work once per scene
+(docs/performance.md, the main job section). `ScenePool` does that work once per scene
 and keeps the results as compact arrays: the global view's pixels as uint8, every
 language's caption and referring expressions as token ids, the boxes, and `pool_views`
 local views. Its `training_batches` then streams passes over the pool, each pass in its own

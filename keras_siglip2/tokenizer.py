@@ -15,6 +15,7 @@ import numpy as np
 import sentencepiece
 from keras_hub.tokenizers import SentencePieceTokenizer
 
+from keras_siglip2 import preset_registry
 from keras_siglip2.models.backbone import SigLIP2Backbone
 
 LOWERCASE_MODES = ("ascii", "unicode", None)
@@ -302,8 +303,6 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
         keras-hub directory, a big_vision `.npz`) gives the SentencePiece model that goes with
         that checkpoint. `kwargs` (e.g. `sequence_length`, `dtype`) replace the settings.
         """
-        from keras_siglip2 import preset_loader
-
         local = os.path.expanduser(os.fspath(preset))
         if os.path.isdir(local) and _saved_by_keras(local, config_file):
             # As keras-hub's loader does, but a `dtype` given replaces the saved one, and a
@@ -316,9 +315,9 @@ class SigLIP2Tokenizer(SentencePieceTokenizer):
             tokenizer = cls.from_config({**config["config"], **kwargs})
             tokenizer.load_preset_assets(local)
             return tokenizer
-        proto = preset_loader.tokenizer_proto(preset, source=source)
+        proto = preset_registry.tokenizer_proto(preset, source=source)
         if proto is None:
-            raise preset_loader.PresetError(
+            raise preset_registry.PresetError(
                 f"'{preset}' has no SentencePiece vocabulary: expected `tokenizer.model` (or "
                 "`spiece.model`) in a transformers directory, or "
                 "`assets/tokenizer/vocabulary.spm` in a keras-hub or saved preset."

@@ -15,7 +15,11 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_siglip2.converters.weight_loader import WeightLoader
 from keras_siglip2.layers.naflex_position_embedding import antialiased_bilinear_weights
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 
 
 def _numpy(x):
@@ -168,8 +172,6 @@ def resize_patch_embedding(kernel, new_patch_size, channels=3, antialias=False):
 
 def _copy_weights(source, target, replace, what):
     """Copies `source`'s weights into `target` by path, except those in `replace`."""
-    from keras_siglip2.converters.weight_loader import WeightLoader
-
     tensors = {v.path: v for v in source.weights}
     tensors.update(replace)
     loader = WeightLoader(tensors, what)
@@ -209,8 +211,6 @@ def resize_backbone(backbone, image_size=None, patch_size=None):
     >>> tuple(bigger.vision_encoder.position_embedding.weights[0].shape)
     (16, 8)
     """
-    from keras_siglip2.models import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-
     vision = backbone.vision_encoder
     if backbone.is_naflex:
         if image_size is None:

@@ -1,6 +1,8 @@
 """The command line: `presets` and `convert`."""
 
+import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -66,16 +68,22 @@ def test_train_then_eval_zero_shot_and_embed_from_its_checkpoint(tmp_path, capsy
 
     workdir = tmp_path / "run"
     main(["train", "--workdir", str(workdir), "--steps", "2", "--batch-size", "4",
-          "--width", "16", "--depth", "1", "--max-num-patches", "16", "--eval-examples", "6"])
+          "--width", "16", "--depth", "1", "--max-num-patches", "16", "--eval-examples", "6",
+          "--validation-scenes", "8"])
     out = capsys.readouterr().out
     checkpoint = workdir / "checkpoint"
     assert "zero-shot colour accuracy" in out and "referring box IoU" in out
-    assert (workdir / "losses.png").is_file() and (workdir / "results.json").is_file()
+    assert "val_colour: " in out and f"gallery: {workdir / 'gallery.png'}" in out
+    for name in ("losses.png", "evaluation.png", "gallery.png", "results.json"):
+        assert (workdir / name).is_file(), name
     assert not (workdir / "backup").exists()  # removed once the run completed
 
-    main(["eval", str(checkpoint), "--num-examples", "4", "--probe-examples", "2"])
+    (workdir / "gallery.png").unlink()
+    main(["eval", str(checkpoint), "--num-examples", "4", "--probe-examples", "2",
+          "--gallery"])  # without a PATH: beside the checkpoint
     out = capsys.readouterr().out
     assert "dense probe mIoU" in out and "linear probe shape accuracy" in out
+    assert (workdir / "gallery.png").is_file()
 
     images = []
     for i in range(2):
@@ -226,3 +234,77 @@ def test_convert_into_an_empty_directory(capsys, tmp_path):
     assert "saved" in capsys.readouterr().out
     assert SigLIP2Backbone.from_preset(str(tmp_path / "dst")).count_params() > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "src"]
+
+
+# The backends' own log lines (TensorFlow / XLA start-up, absl, SentencePiece's normalizer).
+BACKEND_NOISE = re.compile(r"^[IWEF]\d{4} |oneDNN|cuda|XLA|normalizer\.cc|absl|LOG\(")
+
+
+def test_the_command_line_shows_no_backend_log_lines(tmp_path):
+    """A real command in a fresh process: TensorFlow loads, a tokenizer op loads a vocabulary
+    with identity normalisation (SentencePiece logs that), a model runs."""
+    from keras_siglip2 import SigLIP2TextEncoder, SigLIP2VisionEncoder
+    from conftest import TINY_TEXT, TINY_VISION
+
+    keras.utils.set_random_seed(0)
+    text = SigLIP2TextEncoder(**{**TINY_TEXT, "vocabulary_size": 640})
+    SigLIP2Backbone(SigLIP2VisionEncoder(**TINY_VISION), text).save_to_preset(tmp_path / "m")
+    SigLIP2Tokenizer(proto=train_tiny_spm(tmp_path / "spm"),
+                     sequence_length=8).save_to_preset(tmp_path / "m")
+    env = {k: v for k, v in os.environ.items()  # the defaults, whatever runs the tests
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "JAX_LOGGING_LEVEL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_siglip2", "embed", "--preset", str(tmp_path / "m"),
+         "--texts", "A photo of a cat.", "-o", str(tmp_path / "e.npy")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("saved 1 embeddings of width 16")
+    noise = [line for line in (result.stdout + result.stderr).splitlines()
+             if BACKEND_NOISE.search(line)]
+    assert not noise, noise
+
+
+def test_verbose_is_accepted_before_the_command(capsys):
+    main(["--verbose", "presets"])
+    assert "siglip2" in capsys.readouterr().out
+
+
+def test_quiet_hides_only_backend_log_lines():
+    from keras_siglip2.quiet import NOISE
+
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to "
+        "STDERR",
+        "I0000 00:00:1796569276.774821   30099 port.cc:153] oneDNN custom operations are on.",
+        "W0312 10:01:02.123456    7 cuda_dnn.cc:8] Unable to register cuDNN factory",
+        "normalizer.cc(51) LOG(INFO) precompiled_charsmap is empty. use identity normalization.",
+    ]
+    kept = [
+        "error: 'x' is not a directory",
+        "E0000 00:00:1796569344.477997   30515 cuda_platform.cc:52] failed call to cuInit",
+        "F0000 00:00:1.0 1 check.cc:1] Check failed: x",
+        "Traceback (most recent call last):",
+        "UserWarning: something",
+    ]
+    assert all(NOISE.match(line) for line in noise)
+    assert not any(NOISE.match(line) for line in kept)
+
+
+def test_train_help_shows_the_real_defaults(capsys):
+    import dataclasses
+
+    from keras_siglip2.main_job import MainJobConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert "MainJobConfig" not in text
+    defaults = {f.name: f.default for f in dataclasses.fields(MainJobConfig)}
+    for name in ("steps", "epochs", "batch_size", "learning_rate", "seed", "width", "depth",
+                 "max_num_patches", "english_fraction", "pool_size", "validation_scenes"):
+        shown = re.search(rf"--{name.replace('_', '-')} {name.upper()} .*?\(default: ([^)]*)\)",
+                          text)
+        assert shown and shown.group(1) == str(defaults[name]), (name, shown)
+    assert "--steps STEPS optimizer steps (default: 1600)" in text

@@ -40,29 +40,30 @@ DECODER_LENGTH = 10
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class _Tower:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def predict_on_batch(self, x):
-        return self.fn(np.asarray(x))
+def _l2(x):
+    x = np.asarray(x, "float32")
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
 
 
 class FakeBackbone:
-    """Towers with known outputs: `images` (B, N, D) are the patch tokens (pooled: their
-    mean), a text's embedding is `text_table[its first token id]`."""
+    """Towers with known outputs: `images` (B, N, D) are the patch tokens (embedding: their
+    normalised mean), a text's embedding is `text_table[its first token id]`, normalised."""
 
     is_naflex = False
 
     def __init__(self, text_table=None):
-        self.vision_encoder = _Tower(
-            lambda x: {"sequence_output": x, "pooled_output": x.mean(axis=1)}
-        )
-        table = np.asarray(text_table, "float32") if text_table is not None else None
-        self.text_encoder = _Tower(lambda ids: {"pooled_output": table[ids[:, 0]]})
+        self.text_table = np.asarray(text_table, "float32") if text_table is not None else None
 
     def image_inputs(self, batch):
         return batch["images"]
+
+    def encode_images(self, images, return_tokens=False):
+        tokens = np.asarray(images)
+        embeddings = _l2(tokens.mean(axis=1))
+        return {"embeddings": embeddings, "tokens": tokens} if return_tokens else embeddings
+
+    def encode_text(self, token_ids):
+        return _l2(self.text_table[np.asarray(token_ids)[:, 0]])
 
 
 def _unit(degrees):

@@ -11,7 +11,6 @@ import pytest
 
 GUIDES = pathlib.Path(__file__).parents[1] / "guides"
 NOTEBOOKS = sorted((GUIDES / "notebooks").glob("*.ipynb"))
-INSTALL = "!pip install git+https://github.com/keras-siglip2/keras_siglip2"
 # nbformat 4.4's schema: the keys each cell type has (no more, no fewer here).
 CELL_KEYS = {
     "markdown": {"cell_type", "metadata", "source"},
@@ -29,6 +28,8 @@ def _load_tool():
 
 
 sync_notebooks = _load_tool()
+# The install command is spelled once, in the generator: a local checkout (no release exists).
+INSTALL = sync_notebooks.PACKAGE_INSTALL
 
 
 def test_notebooks_are_in_sync_with_their_guides(capsys):
@@ -57,7 +58,9 @@ def test_notebook_is_valid_nbformat_4(path):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
     first = nb["cells"][0]
-    assert first["cell_type"] == "code" and "".join(first["source"]).startswith(INSTALL)
+    assert first["cell_type"] == "code" and "".join(first["source"]).startswith("# ")
+    assert first["source"][-1].startswith(INSTALL)  # after a comment on where it comes from
+    assert "://" not in "".join(first["source"] + nb["cells"][1]["source"])  # no invented URL
     assert nb["cells"][1]["cell_type"] == "markdown"
     assert "".join(nb["cells"][1]["source"]).startswith("# ")  # the guide's title
 
@@ -104,6 +107,18 @@ def test_a_guide_without_header_is_refused():
         sync_notebooks.guide_cells('"""Just a docstring."""\nx = 1\n', "bad")
     with pytest.raises(sync_notebooks.GuideFormatError, match="header docstring"):
         sync_notebooks.guide_cells("x = 1\n", "bad")
+
+
+def test_install_lines_install_the_checkout():
+    assert INSTALL.split()[:2] == ["!pip", "install"] and INSTALL.split()[2].startswith("./")
+    header = '"""\nTitle: T\nAuthor: A\nDescription: D\nAccelerator: None\n"""\n'
+    guide = header + '"""\n`{}`\n"""\nx = 1\n'
+    cells = sync_notebooks.guide_cells(header + "x = 1\n", "no_install")
+    assert cells[0]["source"][-1] == INSTALL  # a guide naming none gets the package alone
+    cells = sync_notebooks.guide_cells(guide.format(INSTALL + " onnx"), "extras")
+    assert cells[0]["source"][-1] == INSTALL + " onnx"
+    with pytest.raises(sync_notebooks.GuideFormatError, match="must install the checkout"):
+        sync_notebooks.guide_cells(guide.format("!pip install git+https://example.org/x"), "url")
 
 
 def test_tool_docstring_examples():

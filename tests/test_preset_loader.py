@@ -8,7 +8,7 @@ import pytest
 import keras
 
 from conftest import tiny_backbone
-from keras_siglip2 import SigLIP2Backbone
+from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, preset_registry
 from keras_siglip2.converters.download import DownloadError
 from keras_siglip2.preset_loader import PresetError, image_config, resolve
 
@@ -58,3 +58,12 @@ def test_unknown_directory_is_a_clear_error(tmp_path):
         SigLIP2Backbone.from_preset(str(tmp_path))
     with pytest.raises(PresetError, match="has no 'keras_hub' source"):
         SigLIP2Backbone.from_preset("siglip2_base_patch16_naflex", source="keras_hub")
+
+
+def test_models_reach_the_loaders_only_through_the_registry(monkeypatch):
+    """The models do not import `preset_loader`: with nothing registered, `from_preset` says so."""
+    monkeypatch.setattr(preset_registry, "_LOADERS", {})
+    for load, name in ((SigLIP2Backbone.from_preset, "load_backbone"),
+                       (SigLIP2TextEncoder.from_preset, "load_tower")):
+        with pytest.raises(RuntimeError, match=f"No preset loader is registered for `{name}`"):
+            load("siglip2_base_patch16_224")

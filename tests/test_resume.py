@@ -20,7 +20,7 @@ from keras_siglip2.main_job import MainJobConfig
 
 TESTS = pathlib.Path(__file__).parent
 TINY = ["--steps", "8", "--epochs", "4", "--batch-size", "4", "--width", "16", "--depth", "1",
-        "--max-num-patches", "16", "--eval-examples", "0"]
+        "--max-num-patches", "16", "--eval-examples", "0", "--validation-scenes", "8"]
 
 
 def _checkpoint_arrays(workdir):
@@ -67,6 +67,14 @@ def test_runs_killed_anywhere_resume_to_the_uninterrupted_weights(tmp_path):
     assert log["step"] == list(range(1, 9))
     np.testing.assert_allclose(log["loss"], main_job.StepLog.read(tmp_path / "ref" / "steps.csv")
                                ["loss"], rtol=1e-5)
+    # Every epoch's validation row, the earlier epochs' kept across the kills, measured
+    # without touching the training (the weights above match).
+    read = main_job.ValidationEvaluation.read
+    validation, reference = read(killed / "validation.csv"), read(tmp_path / "ref" /
+                                                                    "validation.csv")
+    assert validation["epoch"] == [1, 2, 3, 4] and sorted(validation) == sorted(reference)
+    if keras.config.backend() == "jax":  # elsewhere a near-tie may rank differently
+        assert validation == reference
 
 
 class _Poison(keras.callbacks.Callback):
@@ -172,6 +180,14 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     (workdir / "checkpoint").mkdir()
     assert main_job.train(MainJobConfig(steps=800), workdir) == workdir / "checkpoint"
     assert not (workdir / "backup").exists()  # a kill had left it after the commit
+    # A run's config.json from before `validation_scenes` existed, or with another value,
+    # resumes: the validation does not change what is trained.
+    saved = json.loads(MainJobConfig(steps=800).to_json())
+    del saved["validation_scenes"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    for scenes in (0, 256, 64):
+        assert main_job.train(MainJobConfig(steps=800, validation_scenes=scenes),
+                              workdir) == workdir / "checkpoint"
 
 
 def test_a_diverging_main_job_exits_with_one_line_and_keeps_its_backup(tmp_path, capsys):

@@ -3,8 +3,10 @@
 A guide is a keras.io-style script: a header docstring (`Title:`, `Author:`, `Description:`,
 `Accelerator:` lines), then code, with prose in top-level triple-quoted strings. Each prose
 block becomes a markdown cell and each stretch of code between them a code cell. The first
-cell runs the first `!pip install ...` command that the guide's prose names in backticks (the
-package alone where it names none), so a notebook opened in Colab installs the package first.
+cell says where the package comes from (the project has no public release yet: a checkout of
+it, at `./keras_siglip2`) and runs the first `!pip install ...` command that the guide's prose
+names in backticks, which must install that checkout (`PACKAGE_INSTALL`, then any extra
+packages the guide needs); where the prose names none, it runs `PACKAGE_INSTALL` alone.
 Notebooks are written deterministically (no outputs, no execution counts, fixed metadata,
 sorted keys), so regenerating them gives the same bytes.
 
@@ -21,12 +23,18 @@ import sys
 import textwrap
 
 GUIDES = pathlib.Path(__file__).resolve().parents[1]
-REPOSITORY = "keras-siglip2/keras_siglip2/blob/main/guides"
-COLAB_URL = f"https://colab.research.google.com/github/{REPOSITORY}"
-GITHUB_URL = f"https://github.com/{REPOSITORY}"
 HEADER_KEYS = ("Title", "Author", "Description", "Accelerator")
 INSTALL = re.compile(r"`(!pip install [^`]+)`")
-DEFAULT_INSTALL = "!pip install git+https://github.com/keras-siglip2/keras_siglip2"
+# The one place the notebooks' install command is spelled (tests/test_notebooks.py reads it
+# from here; a guide's Setup prose may repeat it, and `guide_cells` refuses another). No
+# public release or repository address exists yet, so it installs a local checkout; not with
+# `-e`, since a running Jupyter kernel only sees an editable install once restarted.
+PACKAGE_INSTALL = "!pip install ./keras_siglip2"
+SETUP_NOTE = (
+    "# keras_siglip2 has no public release yet: this installs a checkout of it found at\n"
+    "# ./keras_siglip2 (in Colab, upload a zip of the checkout in the Files pane, then run\n"
+    "# `!unzip -q keras_siglip2.zip`). Skip it where these packages are installed already.\n"
+)
 
 
 class GuideFormatError(ValueError):
@@ -78,13 +86,13 @@ def guide_cells(source, name="guide"):
     ...
     ... \"\"\"
     ... ## Setup
-    ... `!pip install foo`
+    ... `!pip install ./keras_siglip2 foo`
     ... \"\"\"
     ...
     ... x = 1
     ... ''')
-    >>> [(c["cell_type"], "".join(c["source"])) for c in cells][::2]
-    [('code', '!pip install foo'), ('markdown', '## Setup\\n`!pip install foo`')]
+    >>> [c["source"][-1] for c in cells[::2]]
+    ['!pip install ./keras_siglip2 foo', '`!pip install ./keras_siglip2 foo`']
     >>> "".join(cells[-1]["source"])
     'x = 1'
     """
@@ -98,16 +106,20 @@ def guide_cells(source, name="guide"):
     if not prose or prose[0] is not tree.body[0]:
         raise GuideFormatError(f"{name}: a guide starts with its header docstring.")
     header = _header(prose[0].value.value, name)
-    installs = INSTALL.findall(source) or [DEFAULT_INSTALL]
+    install = " ".join((INSTALL.findall(source) or [PACKAGE_INSTALL])[0].split())
+    if install.split()[:3] != PACKAGE_INSTALL.split():
+        raise GuideFormatError(
+            f"{name}: the first `!pip install ...` in the prose must install the checkout: "
+            f"`{PACKAGE_INSTALL}` (then any extra packages), not `{install}`."
+        )
     title = (
         f"# {header['Title']}\n\n"
         f"**Author:** {header['Author']}<br>\n"
         f"**Description:** {header['Description']}<br>\n"
         f"**Accelerator:** {header['Accelerator']}\n\n"
-        f"[Open in Colab]({COLAB_URL}/notebooks/{name}.ipynb) · "
-        f"source: [`guides/{name}.py`]({GITHUB_URL}/{name}.py)"
+        f"Generated from `guides/{name}.py` in the keras_siglip2 checkout."
     )
-    cells = [_cell("code", " ".join(installs[0].split())), _cell("markdown", title)]
+    cells = [_cell("code", SETUP_NOTE + install), _cell("markdown", title)]
     start = prose[0].end_lineno
     for node in prose[1:] + [None]:
         stop = len(lines) if node is None else node.lineno - 1

@@ -17,6 +17,10 @@ import numpy as np
 from keras_siglip2.converters.download import download, is_url
 from keras_siglip2.converters.file_errors import reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 
 _PREFIX = "params/"
 
@@ -391,13 +395,6 @@ def load_backbone(path_or_file, dtype=None, image_size=None, remat=False):
     >>> backbone.vision_encoder.image_size  # doctest: +SKIP
     256
     """
-    from keras_siglip2.models import (
-        SigLIP2Backbone,
-        SigLIP2NaFlexVisionEncoder,
-        SigLIP2TextEncoder,
-        SigLIP2VisionEncoder,
-    )
-
     if isinstance(path_or_file, (str, os.PathLike)):
         path_or_file = os.fspath(path_or_file)
         if is_url(path_or_file):

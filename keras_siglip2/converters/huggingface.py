@@ -30,14 +30,19 @@ Layout notes (transformers → ours):
   logits = exp(logit_scale) · cos + logit_bias, as we do.
 """
 
-import json
 import math
 import os
 
+import ml_dtypes  # gives NumPy the "bfloat16" dtype, which safetensors reads BF16 tensors as
 import numpy as np
+from safetensors import safe_open
 
 from keras_siglip2.converters.file_errors import read_json, reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 
 _MODEL_TYPES = ("siglip", "siglip2")
 _SAFETENSORS = "model.safetensors"
@@ -96,19 +101,6 @@ def tokenizer_proto(path):
 # ---------------------------------------------------------------------------
 
 
-def _read_bfloat16(filename, key):
-    """A BF16 tensor of a safetensors file as float32 (NumPy has no bfloat16)."""
-    with open(filename, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    info = header[key]
-    start, end = info["data_offsets"]
-    raw = np.fromfile(
-        filename, dtype="<u2", count=(end - start) // 2, offset=8 + header_len + start
-    )
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-
-
 class _SafetensorsTensors:
     """A read-only name → NumPy array mapping over one or more safetensors files.
 
@@ -117,10 +109,7 @@ class _SafetensorsTensors:
     """
 
     def __init__(self, files):
-        from safetensors import safe_open
-
         self._file_of = {}
-        self._dtype_of = {}
         for filename in files:
             # safetensors checks the header against the file's size: a cut-short file fails.
             with reading(filename, "safetensors"), safe_open(filename, framework="np") as f:
@@ -131,7 +120,6 @@ class _SafetensorsTensors:
                             f"and {filename}."
                         )
                     self._file_of[key] = filename
-                    self._dtype_of[key] = f.get_slice(key).get_dtype()
 
     def __contains__(self, key):
         return key in self._file_of
@@ -146,14 +134,11 @@ class _SafetensorsTensors:
         return self._file_of.keys()
 
     def __getitem__(self, key):
-        from safetensors import safe_open
-
         filename = self._file_of[key]
-        with reading(filename, "safetensors"):
-            if self._dtype_of[key] == "BF16":
-                return _read_bfloat16(filename, key)
-            with safe_open(filename, framework="np") as f:
-                return f.get_tensor(key)
+        with reading(filename, "safetensors"), safe_open(filename, framework="np") as f:
+            tensor = f.get_tensor(key)
+        # BF16 (ml_dtypes' bfloat16, which NumPy cannot compute in) widens exactly to float32.
+        return tensor.astype(np.float32) if tensor.dtype == ml_dtypes.bfloat16 else tensor
 
 
 def _weight_files(path):
@@ -230,11 +215,6 @@ def _check_common(sub, tower, path):
 
 
 def _build_backbone(config, path, dtype, remat):
-    from keras_siglip2.models.backbone import SigLIP2Backbone
-    from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
-    from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
-    from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
-
     model_type = config["model_type"]
     text = _sub_config(config, "text_config", _TEXT_DEFAULTS)
     vision = _sub_config(config, "vision_config", _VISION_DEFAULTS)

@@ -40,6 +40,9 @@ import numpy as np
 
 from keras_siglip2.converters.file_errors import CorruptFileError, read_json, reading
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
+from keras_siglip2.models.backbone import SigLIP2Backbone
+from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
+from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -506,10 +509,6 @@ def load_backbone(path, dtype=None, remat=False):
         WeightLoadingError: a tensor is missing, has the wrong shape, or is
             left unused.
     """
-    from keras_siglip2.models.backbone import SigLIP2Backbone
-    from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
-    from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
-
     path = os.fspath(path)
     arch = architecture(path)
     try:

@@ -23,6 +23,7 @@ from keras_siglip2.datasets.captions import (
     TEXTURES,
     SceneObject,
 )
+from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
 class_names = captions.class_names
 prompt_templates = captions.prompt_templates
@@ -463,6 +464,4 @@ def tokenizer(sequence_length=32, **kwargs):
     >>> ids.shape, int(ids[list(ids).index(1) + 1:].sum()), tok.vocabulary_size()
     ((8,), 0, 1000)
     """
-    from keras_siglip2.tokenizer import SigLIP2Tokenizer
-
     return SigLIP2Tokenizer(proto=_SPM_PATH, sequence_length=sequence_length, **kwargs)

@@ -1,14 +1,12 @@
 """Reading evaluation batches: numpy dicts, class labels, the image inputs in them, the image
 tower's outputs.
 
-Every evaluator runs the towers through their `predict_on_batch` (compiled by Keras on each
-backend, once per batch shape) and does its bookkeeping in numpy.
+Every evaluator runs the towers through `SigLIP2Backbone.encode_images` / `encode_text`
+(compiled by Keras on each backend, once per batch shape) and does its bookkeeping in numpy.
 """
 
 import keras
 import numpy as np
-
-from keras_siglip2.layers.logits import l2_normalize
 
 
 def numpy_batches(dataset):
@@ -61,9 +59,10 @@ def class_indices(labels, num_classes):
 def encode_image_batch(backbone, batch):
     """The image tower on `batch`'s image inputs, as numpy.
 
-    Returns a dict with `embeddings` (B, E) float32, L2-normalised as `encode_images`'s,
-    `tokens` (B, N, D), the un-pooled `sequence_output` (what the LocCa decoder attends to), and
-    `token_mask` (B, N) bool, False on NaFlex padding patches.
+    Returns a dict with `embeddings` (B, E) float32 and `tokens` (B, N, D), the un-pooled
+    `sequence_output` (what the LocCa decoder attends to), both from one compiled
+    `backbone.encode_images(..., return_tokens=True)`, and `token_mask` (B, N) bool, False on
+    NaFlex padding patches.
 
     Example:
     >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
@@ -77,14 +76,14 @@ def encode_image_batch(backbone, batch):
     ((2, 8), (2, 4, 8), True)
     """
     inputs = backbone.image_inputs(batch)
-    outputs = backbone.vision_encoder.predict_on_batch(inputs)
-    tokens = np.asarray(outputs["sequence_output"])
+    outputs = backbone.encode_images(inputs, return_tokens=True)
+    tokens = np.asarray(outputs["tokens"])
     if backbone.is_naflex:
         token_mask = np.asarray(inputs["patch_mask"]).astype(bool)
     else:
         token_mask = np.ones(tokens.shape[:2], bool)
     return {
-        "embeddings": keras.ops.convert_to_numpy(l2_normalize(outputs["pooled_output"])),
+        "embeddings": np.asarray(outputs["embeddings"]),
         "tokens": tokens,
         "token_mask": token_mask,
     }
@@ -113,8 +112,7 @@ def encode_text_batch(backbone, token_ids, batch_size=256):
         chunk = token_ids[start : start + size]
         padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
         padded = np.concatenate([chunk, padding])
-        pooled = backbone.text_encoder.predict_on_batch(padded)["pooled_output"]
-        chunks.append(keras.ops.convert_to_numpy(l2_normalize(pooled))[: len(chunk)])
+        chunks.append(np.asarray(backbone.encode_text(padded))[: len(chunk)])
     if not chunks:
         return np.zeros((0, backbone.text_encoder.output["pooled_output"].shape[-1]), "float32")
     return np.concatenate(chunks)

@@ -19,9 +19,10 @@ and may differ in length per example.
 
 import functools
 
-import keras
 import numpy as np
 from keras import ops
+
+from keras_siglip2.models.compiled import CompiledCall
 
 
 def _prefix_lengths(prefix_ids, pad_id, num_slots, sequence_length):
@@ -96,24 +97,19 @@ def _cached_greedy(decoder, buffer, lengths, image_tokens, image_mask, num_token
     return ops.fori_loop(1, num_tokens, step, state)[0]
 
 
-class _CachedGreedy(keras.Model):
-    """`_cached_greedy` as a model, so `predict_on_batch` compiles it for each backend."""
-
-    def __init__(self, decoder, num_tokens, allowed):
-        super().__init__(name="cached_greedy")
-        self.decoder, self.num_tokens, self.allowed = decoder, num_tokens, allowed
-
-    def call(self, inputs):
-        return _cached_greedy(
-            self.decoder, inputs["buffer"], inputs["lengths"], inputs["image_tokens"],
-            inputs.get("image_mask"), self.num_tokens, self.allowed,
-        )
+def _greedy_call(decoder, num_tokens, allowed, inputs):
+    return _cached_greedy(
+        decoder, inputs["buffer"], inputs["lengths"], inputs["image_tokens"],
+        inputs.get("image_mask"), num_tokens, allowed,
+    )
 
 
 @functools.lru_cache(maxsize=8)  # Bounded: each entry keeps its decoder alive.
 def _compiled(decoder, num_tokens, allowed_ids):
+    """`_cached_greedy` as a `CompiledCall`, so `predict_on_batch` compiles it on each backend."""
     allowed = _allowed_mask(decoder.vocabulary_size, allowed_ids)
-    return _CachedGreedy(decoder, num_tokens, allowed)
+    greedy = functools.partial(_greedy_call, decoder, num_tokens, allowed)
+    return CompiledCall(greedy, [decoder], name="cached_greedy")
 
 
 def greedy_decode(

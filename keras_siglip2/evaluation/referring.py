@@ -37,6 +37,16 @@ def box_iou(a, b):
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
 
 
+def check_referring_batch(batch):
+    """Raises a KeyError naming what a referring batch lacks (`prompt_ids`, `box`)."""
+    for key in ("prompt_ids", "box"):
+        if key not in batch:
+            raise KeyError(
+                f"Referring batches need `prompt_ids` (B, L) and `box` (B, 4); this one "
+                f"has {sorted(batch)}."
+            )
+
+
 @functools.cache
 def _aref_prefix_fn(vocabulary, sequence_length):
     """A `tf.function` (B, L) ids → (B, T) prefixes, traced once instead of eager ops per row."""
@@ -67,6 +77,24 @@ def aref_prefix_ids(prompt_ids, vocabulary, sequence_length):
     """
     ids = np.asarray(prompt_ids, "int32")
     return _aref_prefix_fn(vocabulary, sequence_length)(ids).numpy()
+
+
+def predict_boxes(backbone, decoder, vocabulary, batch, parallel=False):
+    """(B, 4) y0, x0, y1, x1 boxes the LocCa decoder reads from `batch`'s `prompt_ids`.
+
+    `batch` holds the image inputs and `prompt_ids` (B, L) as in `referring_box_iou`, whose
+    other arguments these are.
+    """
+    location_ids = np.arange(vocabulary.num_location_bins) + vocabulary.location_offset
+    image = encode_image_batch(backbone, batch)
+    prefix = aref_prefix_ids(batch["prompt_ids"], vocabulary, decoder.sequence_length)
+    image_mask = image["token_mask"] if backbone.is_naflex else None
+    args = (decoder, image["tokens"], image_mask, prefix, 4)
+    if parallel:
+        tokens = parallel_decode(*args, vocabulary.mask_id, location_ids, pad_id=vocabulary.pad_id)
+    else:
+        tokens = greedy_decode(*args, location_ids, pad_id=vocabulary.pad_id)
+    return np.asarray(vocabulary.decode_box(tokens))
 
 
 def referring_box_iou(backbone, decoder, vocabulary, dataset, parallel=False):
@@ -106,26 +134,11 @@ def referring_box_iou(backbone, decoder, vocabulary, dataset, parallel=False):
     >>> sorted(result), result["num_examples"]
     (['accuracy@0.5', 'mean_iou', 'num_examples'], 2)
     """
-    location_ids = np.arange(vocabulary.num_location_bins) + vocabulary.location_offset
     ious = []
     for batch in numpy_batches(dataset):
-        for key in ("prompt_ids", "box"):
-            if key not in batch:
-                raise KeyError(
-                    f"Referring batches need `prompt_ids` (B, L) and `box` (B, 4); this one "
-                    f"has {sorted(batch)}."
-                )
-        image = encode_image_batch(backbone, batch)
-        prefix = aref_prefix_ids(batch["prompt_ids"], vocabulary, decoder.sequence_length)
-        image_mask = image["token_mask"] if backbone.is_naflex else None
-        args = (decoder, image["tokens"], image_mask, prefix, 4)
-        if parallel:
-            tokens = parallel_decode(
-                *args, vocabulary.mask_id, location_ids, pad_id=vocabulary.pad_id
-            )
-        else:
-            tokens = greedy_decode(*args, location_ids, pad_id=vocabulary.pad_id)
-        ious.append(box_iou(vocabulary.decode_box(tokens), batch["box"]))
+        check_referring_batch(batch)
+        boxes = predict_boxes(backbone, decoder, vocabulary, batch, parallel)
+        ious.append(box_iou(boxes, batch["box"]))
     if not ious:
         raise ValueError("The dataset gave no batches.")
     ious = np.concatenate(ious)

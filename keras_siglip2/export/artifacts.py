@@ -25,7 +25,13 @@ import keras
 from keras_siglip2.export.encoders import (
     OUTPUTS, check_max_num_patches, image_encoder_model, text_encoder_model,
 )
+from keras_siglip2.export.saved_model import write_saved_model
 from keras_siglip2.export.support import check_supported
+from keras_siglip2.export.torch_onnx import write_onnx_from_torch
+from keras_siglip2.preset_loader import (
+    NAFLEX_DEFAULT_PATCHES, PresetError, image_config, load_backbone,
+)
+from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
 ENCODERS = ("image", "text")
 _EXTENSIONS = {"tf_saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
@@ -34,9 +40,6 @@ CONFIG_FILE = "export.json"
 
 
 def _load(handle, tokenizer, max_num_patches):
-    from keras_siglip2.preset_loader import PresetError, image_config, load_backbone
-    from keras_siglip2.tokenizer import SigLIP2Tokenizer
-
     backbone = load_backbone(handle)
     if backbone.is_naflex and max_num_patches is None:
         max_num_patches = image_config(handle)["max_num_patches"]
@@ -50,12 +53,8 @@ def _load(handle, tokenizer, max_num_patches):
 
 def _write(model, path, format, tokenizer):
     if format == "tf_saved_model":
-        from keras_siglip2.export.saved_model import write_saved_model
-
         write_saved_model(model, path, tokenizer)
     elif format == "onnx" and keras.config.backend() == "torch":
-        from keras_siglip2.export.torch_onnx import write_onnx_from_torch
-
         write_onnx_from_torch(model, path)
     else:
         # `Model.export` takes its input signature from a model called once.
@@ -132,8 +131,6 @@ def export_encoders(
     else:
         backbone = backbone_or_preset
         if backbone.is_naflex and max_num_patches is None:
-            from keras_siglip2.preset_loader import NAFLEX_DEFAULT_PATCHES
-
             max_num_patches = NAFLEX_DEFAULT_PATCHES
     if not hasattr(backbone, "vision_encoder") or not hasattr(backbone, "text_encoder"):
         raise TypeError(

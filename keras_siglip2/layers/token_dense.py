@@ -9,7 +9,7 @@ def dense_over_tokens(dense, x):
     Keras's `Dense` runs a 3-D input as a batched matmul; XLA:CPU runs the 2-D product and
     its gradients about twice as fast (a (64, 64, 64) × (64, 256) layer, forward and
     backward: 4.3 against 10.2 ms), and the main job's train step 1.2× faster
-    (benchmarks/README.md, `main_job_breakdown.py`). Same weights, same values.
+    (docs/performance.md, the main job section). Same weights, same values.
 
     Example:
     >>> import keras

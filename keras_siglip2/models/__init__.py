@@ -5,3 +5,5 @@ from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
 from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.models.trainer import SigLIP2Trainer
+from keras_siglip2.models.preprocessor import SigLIP2Preprocessor
+from keras_siglip2.models.zero_shot_classifier import SigLIP2ZeroShotClassifier

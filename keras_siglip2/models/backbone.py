@@ -1,13 +1,14 @@
 """`SigLIP2Backbone`: the image and text towers joined by the sigmoid logit head."""
 
-import json
+import functools
 import math
-import os
 
 import keras
 import keras_hub
 
+from keras_siglip2 import preset_registry
 from keras_siglip2.layers.logits import SigmoidLogits, l2_normalize
+from keras_siglip2.models.compiled import CompiledCall, host_arrays, runs_traced
 from keras_siglip2.models.naflex_vision_encoder import NAFLEX_KEYS, SigLIP2NaFlexVisionEncoder
 
 
@@ -18,13 +19,16 @@ def _fresh_inputs(model):
     )
 
 
-def _saved_class(config_file):
-    """The registered class a Keras `config.json` names, or None."""
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            return keras.saving.get_registered_object(str(json.load(f).get("registered_name")))
-    except (OSError, ValueError):
-        return None
+def _image_embeddings(vision_encoder, images, return_tokens=False):
+    outputs = vision_encoder(images)
+    embeddings = l2_normalize(outputs["pooled_output"])
+    if return_tokens:
+        return {"embeddings": embeddings, "tokens": outputs["sequence_output"]}
+    return embeddings
+
+
+def _text_embeddings(text_encoder, token_ids):
+    return l2_normalize(text_encoder(token_ids)["pooled_output"])
 
 
 @keras.saving.register_keras_serializable(package="keras_siglip2")
@@ -123,32 +127,9 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         >>> backbone.text_encoder.dtype_policy.name  # doctest: +SKIP
         'bfloat16'
         """
-        from keras_siglip2.preset_loader import load_backbone
-
-        return load_backbone(
+        return preset_registry.load_backbone(
             preset, source=source, load_weights=load_weights, dtype=dtype, remat=remat
         )
-
-    @classmethod
-    def tower_from_preset(cls, tower_cls, preset, source=None, dtype=None, remat=None):
-        """`tower_cls.from_preset`: the tower of that class in a two-tower checkpoint.
-
-        A tower saved on its own (`encoder.save_to_preset`) loads as keras-hub loads it.
-        """
-        local = os.path.expanduser(os.fspath(preset))
-        if _saved_class(os.path.join(local, "config.json")) is tower_cls:
-            options = {k: v for k, v in {"dtype": dtype, "remat": remat}.items() if v is not None}
-            # keras-hub's own loader (the tower's `from_preset` is `TowerFromPreset`'s).
-            return keras_hub.models.Backbone.from_preset.__func__(tower_cls, local, **options)
-        backbone = cls.from_preset(preset, source=source, dtype=dtype, remat=remat)
-        if tower_cls is type(backbone.text_encoder):
-            return backbone.text_encoder
-        if tower_cls is not type(backbone.vision_encoder):
-            other = type(backbone.vision_encoder).__name__
-            raise ValueError(
-                f"'{preset}' has a {other} image tower: load it with {other}.from_preset."
-            )
-        return backbone.vision_encoder
 
     @property
     def is_naflex(self):
@@ -180,12 +161,39 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
             )
         return {key: batch[key] for key in keys} if self.is_naflex else batch["images"]
 
-    def encode_images(self, images):
-        """L2-normalised image embeddings (B, E).
+    def encode_images(self, images, compiled=True, return_tokens=False):
+        """L2-normalised float32 image embeddings (B, E).
 
-        `images`: a (B, H, W, 3) array in [-1, 1] for a fixed-resolution
-        tower; for NaFlex, the dict of `patches`, `patch_coords`, `patch_mask`
-        and `spatial_shapes`.
+        Args:
+            images: a (B, H, W, 3) array in [-1, 1] for a fixed-resolution tower; for
+                NaFlex, the dict of `patches`, `patch_coords`, `patch_mask` and
+                `spatial_shapes` (`NaFlexImageConverter`'s output; other keys are ignored).
+            compiled: True runs the tower as one compiled program (`predict_on_batch`:
+                `jax.jit` on JAX, once per input shape; `tf.function` on TensorFlow; no
+                autograd on PyTorch) and returns numpy. False runs the layers op by op and
+                returns a backend tensor (for debugging, or to take gradients). Symbolic or
+                traced inputs, and calls from inside another layer's call (a training
+                step), always run the layers directly, as False does.
+            return_tokens: also return the tower's un-pooled `sequence_output` (B, N, D):
+                a dict with `embeddings` and `tokens`.
+
+        Example:
+        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
+        >>> backbone = SigLIP2Backbone(
+        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+        ...                          num_heads=2, intermediate_dim=16),
+        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
+        ...                        embedding_dim=8))
+        >>> images = np.zeros((2, 16, 16, 3), "float32")
+        >>> embeddings = backbone.encode_images(images)
+        >>> type(embeddings).__name__, embeddings.shape
+        ('ndarray', (2, 8))
+        >>> eager = backbone.encode_images(images, compiled=False)
+        >>> bool(np.allclose(keras.ops.convert_to_numpy(eager), embeddings, atol=1e-5))
+        True
+        >>> backbone.encode_images(images, return_tokens=True)["tokens"].shape
+        (2, 4, 8)
         """
         if self.is_naflex and not isinstance(images, dict):
             raise ValueError(
@@ -195,11 +203,42 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
             )
         if isinstance(images, dict):
             images = self.image_inputs(images)
-        return l2_normalize(self.vision_encoder(images)["pooled_output"])
+        encode = functools.partial(
+            _image_embeddings, self.vision_encoder, return_tokens=return_tokens
+        )
+        key = "image_tokens" if return_tokens else "images"
+        return self._run(key, encode, self.vision_encoder, images, compiled)
 
-    def encode_text(self, token_ids):
-        """L2-normalised text embeddings (B, E) of `token_ids` (B, L)."""
-        return l2_normalize(self.text_encoder(token_ids)["pooled_output"])
+    def encode_text(self, token_ids, compiled=True):
+        """L2-normalised float32 text embeddings (B, E) of `token_ids` (B, L).
+
+        `compiled` as in `encode_images`: True (default) returns numpy from one compiled
+        program, False a backend tensor from the layers run op by op.
+
+        Example:
+        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
+        >>> backbone = SigLIP2Backbone(
+        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
+        ...                          num_heads=2, intermediate_dim=16),
+        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
+        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
+        ...                        embedding_dim=8))
+        >>> backbone.encode_text(np.ones((3, 4), "int32")).shape
+        (3, 8)
+        """
+        encode = functools.partial(_text_embeddings, self.text_encoder)
+        return self._run("text", encode, self.text_encoder, token_ids, compiled)
+
+    def _run(self, key, encode, tower, inputs, compiled):
+        """`encode(inputs)`, through the cached `CompiledCall` `key` when compiled applies."""
+        if not compiled or runs_traced(inputs):
+            return encode(inputs)
+        # In the instance dict, out of Keras's tracking: not a layer of the backbone, so not
+        # in its weights, config or saved presets.
+        calls = vars(self).setdefault("_compiled_calls", {})
+        if key not in calls:
+            calls[key] = CompiledCall(encode, [tower], name=f"encode_{key}")
+        return calls[key].predict_on_batch(host_arrays(inputs))
 
     def get_config(self):
         return {

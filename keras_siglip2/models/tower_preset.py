@@ -1,6 +1,6 @@
 """`from_preset` for a single tower: the tower of any two-tower SigLIP 2 checkpoint."""
 
-import keras
+from keras_siglip2 import preset_registry
 
 
 class TowerFromPreset:
@@ -25,7 +25,4 @@ class TowerFromPreset:
         >>> type(SigLIP2NaFlexVisionEncoder.from_preset(path)).__name__
         'SigLIP2NaFlexVisionEncoder'
         """
-        # Looked up, not imported: the backbone's module reaches the loaders, which import
-        # the towers' modules.
-        backbone_cls = keras.saving.get_registered_object("keras_siglip2>SigLIP2Backbone")
-        return backbone_cls.tower_from_preset(cls, preset, source, dtype, remat)
+        return preset_registry.load_tower(cls, preset, source=source, dtype=dtype, remat=remat)

@@ -9,14 +9,13 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_siglip2 import preset_registry
 from keras_siglip2.preprocessing.image_io import load_images, tf_to_rgb
 
 
 def _preset_image_config(cls, preset, key):
     """The converter settings for `preset`: any handle `SigLIP2Backbone.from_preset` takes."""
-    from keras_siglip2.preset_loader import image_config
-
-    config = image_config(preset)
+    config = preset_registry.image_config(preset)
     if key not in config:
         other = "NaFlexImageConverter" if key == "image_size" else "SigLIP2ImageConverter"
         raise ValueError(

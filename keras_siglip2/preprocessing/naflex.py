@@ -7,6 +7,7 @@ order here, which gives the same values (the resize is linear, its weights sum t
 """
 
 import keras
+import keras_hub
 import numpy as np
 
 from keras_siglip2.preprocessing.image_converter import _call_pipeline, _preset_image_config
@@ -87,8 +88,15 @@ def _tf_naflex(image, target_hw, patch_size, max_num_patches):
     }
 
 
+# `keras_hub.layers.ImageConverter` arguments that have no meaning here.
+_IMAGE_CONVERTER_OPTIONS = {
+    "image_size", "scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_ratio",
+    "interpolation", "antialias", "bounding_box_format", "data_format",
+}
+
+
 @keras.saving.register_keras_serializable(package="keras_siglip2")
-class NaFlexImageConverter(keras.layers.Layer):
+class NaFlexImageConverter(keras_hub.layers.ImageConverter):
     """Images → padded NaFlex patch sequences, exactly as big_vision's SigLIP 2 demo.
 
     The image is scaled to [-1, 1], resized with `tf.image.resize` (bilinear, antialiased) to
@@ -114,6 +122,11 @@ class NaFlexImageConverter(keras.layers.Layer):
     or corrupt: a ValueError naming the file) under a pixel limit checked from the header
     (`image_io.MAX_IMAGE_PIXELS`).
 
+    A keras-hub `ImageConverter`, so it saves with a preset (`save_to_preset(dir)` writes
+    `image_converter.json`) and `SigLIP2Preprocessor` holds it. It has no fixed output size:
+    `image_size` is None and setting it is an error (set `max_num_patches`); keras-hub's
+    resize / scale / offset options do not apply (the pipeline is big_vision's, above).
+
     Example:
     >>> converter = NaFlexImageConverter(patch_size=16, max_num_patches=256)
     >>> out = converter(np.zeros((480, 640, 3), "uint8"))
@@ -124,17 +137,35 @@ class NaFlexImageConverter(keras.layers.Layer):
     _graph_takes_batches = False
 
     def __init__(self, patch_size, max_num_patches, **kwargs):
-        super().__init__(**kwargs)
         if patch_size < 1 or max_num_patches < 1:
             raise ValueError(
                 f"patch_size and max_num_patches must be >= 1, got {patch_size}, "
                 f"{max_num_patches}."
             )
+        unused = sorted(set(kwargs) & _IMAGE_CONVERTER_OPTIONS)
+        if unused:  # keras-hub's resize/rescale options: `call` is the pipeline above
+            raise TypeError(
+                f"NaFlexImageConverter does not take {unused}: it resizes each image to keep "
+                "its aspect ratio within `max_num_patches` patches and scales to [-1, 1], as "
+                "big_vision's NaFlex pipeline."
+            )
+        super().__init__(image_size=None, crop_to_aspect_ratio=False, **kwargs)
         self.patch_size = int(patch_size)
         self.max_num_patches = int(max_num_patches)
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
-        self.built = True
+
+    @property
+    def image_size(self):
+        """None: NaFlex keeps each image's aspect ratio (see `max_num_patches`)."""
+        return None
+
+    @image_size.setter
+    def image_size(self, value):
+        if value is not None:
+            raise ValueError(
+                f"NaFlexImageConverter has no fixed image size (got image_size={value}): "
+                "each image keeps its aspect ratio within `max_num_patches` patches; set "
+                "`max_num_patches` instead."
+            )
 
     def _one_eager(self, image):
         size = naflex_target_size(*image.shape[:2], self.patch_size, self.max_num_patches)
@@ -162,8 +193,8 @@ class NaFlexImageConverter(keras.layers.Layer):
         return _call_pipeline(self, inputs)
 
     def get_config(self):
-        return {
-            **super().get_config(),
+        return {  # the base layer's config: keras-hub's resize options do not apply
+            **keras.layers.Layer.get_config(self),
             "patch_size": self.patch_size,
             "max_num_patches": self.max_num_patches,
         }

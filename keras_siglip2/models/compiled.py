@@ -1,0 +1,85 @@
+"""Running a function of some layers as one compiled program, through Keras's own API.
+
+`CompiledCall(fn, layers)` is a `keras.Model` whose `call` is `fn`; its `predict_on_batch` is
+Keras's compiled inference on every backend: `jax.jit` on JAX (one trace per input shape),
+a `tf.function` on TensorFlow, `torch.no_grad()` on PyTorch (whose Keras models are not
+compiled unless asked). It takes the layers' variables as they are at each call and returns
+numpy. On JAX, Keras donates the variables' buffers to the program and stores the arrays it
+returns: an array read from `variable.value` before a call is deleted after it (read it again).
+
+`runs_traced(inputs)` says when a function must run its layers directly instead: on symbolic
+or traced inputs, inside another layer's call (a training step, a model being called or
+built) or a `keras.StatelessScope`, where a separate compiled program would read the wrong
+variable values or cut the gradients. Those checks are the only per-backend code.
+"""
+
+import keras
+import numpy as np
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+
+class CompiledCall(keras.Model):
+    """`fn(inputs)` as a model over `layers`, so that `predict_on_batch` compiles it.
+
+    `layers` are the built layers `fn` uses: the model tracks them, so their variables are
+    the program's state, never constants baked into it.
+
+    Example:
+    >>> dense = keras.layers.Dense(2)
+    >>> dense.build((None, 3))
+    >>> double = CompiledCall(lambda x: 2 * dense(x), [dense], name="double")
+    >>> double.predict_on_batch(np.ones((4, 3), "float32")).shape
+    (4, 2)
+    """
+
+    def __init__(self, fn, layers, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.fn = fn
+        self.uses = list(layers)
+        self.built = True  # `layers` are built: no eager first call to build the model.
+
+    def call(self, inputs):
+        return self.fn(inputs)
+
+
+def host_arrays(inputs):
+    """`inputs` with every leaf that is not a backend tensor as a numpy array (e.g. the
+    `tf.Tensor`s of a preprocessing layer on another backend, which `jax.jit` rejects)."""
+    return keras.tree.map_structure(
+        lambda x: x if keras.ops.is_tensor(x) or isinstance(x, np.ndarray) else np.asarray(x),
+        inputs,
+    )
+
+
+def runs_traced(inputs):
+    """Whether `inputs` are symbolic or traced, or a layer call or stateless scope is active.
+
+    Example:
+    >>> runs_traced(np.zeros(3)), runs_traced(keras.Input((3,)))
+    (False, True)
+    """
+    if (
+        global_state.get_global_attribute("current_call_ctx") is not None
+        or in_stateless_scope()
+        or in_symbolic_scope()
+    ):
+        return True
+    leaves = keras.tree.flatten(inputs)
+    if any(keras.backend.is_keras_tensor(x) for x in leaves):
+        return True
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return any(isinstance(x, jax.core.Tracer) for x in leaves)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if backend == "torch":
+        import torch
+
+        return torch.compiler.is_compiling()
+    return False
