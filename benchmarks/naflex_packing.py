@@ -23,7 +23,8 @@ import numpy as np
 from keras_siglip2 import SigLIP2NaFlexVisionEncoder
 from keras_siglip2.datasets.scenes import IMAGE_SIDE_RANGE
 from keras_siglip2.models import PackedNaFlexVisionEncoder, pack_naflex_batch
-from keras_siglip2.preprocessing import naflex_target_size, random_naflex_batch
+from keras_siglip2.preprocessing import naflex_target_size
+from keras_siglip2.testing import random_naflex_batch
 from timing import interleaved, markdown_table, median
 
 WIDTHS = {  # hidden_dim, num_layers, num_heads, intermediate_dim

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_siglip2 import SigLIP2NaFlexVisionEncoder, SigLIP2VisionEncoder
-from keras_siglip2.preprocessing import random_naflex_batch
+from keras_siglip2.testing import random_naflex_batch
 from timing import interleaved_with_matmul, markdown_table, median, vit_flops
 
 B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)

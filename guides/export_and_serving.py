@@ -16,8 +16,8 @@ notebook's first cell does):
 
 `GUIDE_PRESET` picks the checkpoint (default `siglip2_base_patch16_224`, a download of about
 1.5 GB). The test suite runs this guide with `GUIDE_STEPS` set, which swaps in a tiny random
-model saved as a local preset (no download). Pick the backend with `KERAS_BACKEND`: the
-formats each backend can export are listed below.
+model saved as a local preset (no download). Pick the backend with `KERAS_BACKEND`: every
+backend exports every format (see below).
 """
 
 import json
@@ -27,6 +27,7 @@ import pathlib
 import keras
 import numpy as np
 import sentencepiece
+import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from keras_siglip2 import (
@@ -42,8 +43,8 @@ from keras_siglip2.export import (
     FORMATS,
     export_encoders,
     image_encoder_model,
+    export_backend,
     load_exported,
-    supported_backends,
 )
 
 TINY = "GUIDE_STEPS" in os.environ
@@ -91,21 +92,22 @@ backbone = SigLIP2Backbone.from_preset(PRESET)
 tokenizer = SigLIP2Tokenizer.from_preset(PRESET)
 
 """
-## Which formats this backend exports
+## Every format from this backend
 
-Keras exports each format from some backends only; the weights do not depend on the
-backend, so a missing pair is one `KERAS_BACKEND=...` away.
+Keras writes each format natively from some backends only. The weights do not depend on
+the backend, so `export_encoders` writes the other pairs by saving the model and exporting
+it in a TensorFlow child process (one line on stderr says so), with the same artefacts:
 
-| format           | tensorflow | jax | torch |
-|------------------|------------|-----|-------|
-| `tf_saved_model` | yes        | yes | no    |
-| `onnx`           | yes        | no  | yes   |
-| `litert`         | yes        | no  | no    |
+| format           | tensorflow | jax   | torch |
+|------------------|------------|-------|-------|
+| `tf_saved_model` | yes        | yes   | child |
+| `onnx`           | yes        | child | yes   |
+| `litert`         | yes        | child | child |
 """
 
 BACKEND = keras.config.backend()
-formats = [f for f in FORMATS if BACKEND in supported_backends(f)]
-print(f"{BACKEND} exports {formats}")
+formats = list(FORMATS)
+print({f: export_backend(f, BACKEND) for f in formats})
 
 """
 ## Export
@@ -203,13 +205,10 @@ for format in formats:
     gap = np.abs(exported_scores[format] - keras_scores).max()
     print(f"{format:15s} max |score - Keras score| = {gap:.2e}")
 
-if "tf_saved_model" in formats:
-    import tensorflow as tf
-
-    text_encoder = tf.saved_model.load(str(WORK / "tf_saved_model" / "text_encoder"))
-    from_strings = text_encoder.serve_text(tf.constant(CAPTIONS))["embeddings"].numpy()
-    print("serve_text vs token ids:", np.abs(from_strings - text_encoder.serve(
-        {"token_ids": token_ids})["embeddings"].numpy()).max())
+text_encoder = tf.saved_model.load(str(WORK / "tf_saved_model" / "text_encoder"))
+from_strings = text_encoder.serve_text(tf.constant(CAPTIONS))["embeddings"].numpy()
+print("serve_text vs token ids:", np.abs(from_strings - text_encoder.serve(
+    {"token_ids": token_ids})["embeddings"].numpy()).max())
 
 # A random model's probabilities are all ~0 (bias -10); a released one picks each shape.
 probabilities = 1 / (1 + np.exp(-keras_scores))

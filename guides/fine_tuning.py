@@ -36,7 +36,7 @@ from keras_siglip2 import (
     evaluation,
 )
 from keras_siglip2.callbacks import StepLog
-from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.pipelines import training_batches
 from keras_siglip2.plots import plot_curves

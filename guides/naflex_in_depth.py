@@ -36,7 +36,7 @@ from keras_siglip2 import (
     SigLIP2Trainer,
     evaluation,
 )
-from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.evaluation.batches import encode_image_batch
 from keras_siglip2.plots import plot_curves

@@ -35,7 +35,7 @@ from keras_siglip2 import (
     SigLIP2Tokenizer,
     evaluation,
 )
-from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.datasets import scenes
 from keras_siglip2.evaluation.batches import encode_image_batch, encode_text_batch
 

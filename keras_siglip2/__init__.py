@@ -23,3 +23,17 @@ from keras_siglip2.tokenizer import SigLIP2Tokenizer
 from keras_siglip2 import preset_loader
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "LocCaDecoder",
+    "NaFlexImageConverter",
+    "SigLIP2Backbone",
+    "SigLIP2ImageConverter",
+    "SigLIP2NaFlexVisionEncoder",
+    "SigLIP2Preprocessor",
+    "SigLIP2TextEncoder",
+    "SigLIP2Tokenizer",
+    "SigLIP2Trainer",
+    "SigLIP2VisionEncoder",
+    "SigLIP2ZeroShotClassifier",
+]

@@ -398,8 +398,9 @@ def main(argv=None):
     )
     export.add_argument(
         "--format", default="tf_saved_model", choices=("tf_saved_model", "onnx", "litert"),
-        help="artefact format (default: tf_saved_model); which Keras backend exports which: "
-        "keras_siglip2.export.support",
+        help="artefact format (default: tf_saved_model), from any Keras backend: where the "
+        "current one cannot write it, a TensorFlow child process does "
+        "(keras_siglip2.export.support)",
     )
     export.add_argument(
         "--max-num-patches", type=_positive_int,

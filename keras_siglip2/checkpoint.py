@@ -2,32 +2,28 @@
 
 Layout: the backbone's preset files (`config.json`, `model.weights.h5`, `metadata.json`), the
 tokenizer's (`tokenizer.json`, `assets/`), `image_converter.json` (the image pipeline the model
-was trained with), and with a decoder `locca_decoder.json` + `locca_decoder.weights.npz`. Every
+was trained with), and with a decoder `locca_decoder.json` + `locca_decoder.weights.h5`. Every
 loader of the package reads it as a preset (`SigLIP2Backbone.from_preset(dir)`,
 `SigLIP2Tokenizer.from_preset(dir)`, the converters' `from_preset(dir)`).
 """
 
 import json
 import pathlib
+import re
 
 import keras
-import numpy as np
 
-from keras_siglip2.converters.file_errors import read_json, reading
-from keras_siglip2.converters.keras_hub import IMAGE_CONVERTER_FILE
-from keras_siglip2.converters.weight_loader import check_finite
-from keras_siglip2.datasets import scenes
+from keras_siglip2.converters.file_errors import read_json
+from keras_siglip2.converters.keras_hub import IMAGE_CONVERTER_FILE, open_weights_file
+from keras_siglip2.converters.weight_loader import WeightLoadingError, check_finite
 from keras_siglip2.locca_targets import LocCaVocabulary
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.locca_decoder import LocCaDecoder
-from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
-from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
-from keras_siglip2.models.vision_encoder import SigLIP2VisionEncoder
 from keras_siglip2.preprocessing import NaFlexImageConverter, SigLIP2ImageConverter
 from keras_siglip2.tokenizer import SigLIP2Tokenizer
 
 DECODER_CONFIG_FILE = "locca_decoder.json"
-DECODER_WEIGHTS_FILE = "locca_decoder.weights.npz"  # variable path → value
+DECODER_WEIGHTS_FILE = "locca_decoder.weights.h5"  # keras.saving.save_weights
 
 
 def save_checkpoint(directory, backbone, tokenizer, image_converter, decoder=None,
@@ -36,15 +32,10 @@ def save_checkpoint(directory, backbone, tokenizer, image_converter, decoder=Non
 
     Example:
     >>> import tempfile
-    >>> from keras_siglip2 import SigLIP2TextEncoder, SigLIP2VisionEncoder
     >>> from keras_siglip2.datasets import scenes
+    >>> from keras_siglip2.testing import toy_backbone
     >>> tokenizer = scenes.tokenizer(sequence_length=8)
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=tokenizer.vocabulary_size(), sequence_length=8,
-    ...                        hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16,
-    ...                        embedding_dim=8))
+    >>> backbone = toy_backbone(vocabulary_size=tokenizer.vocabulary_size(), sequence_length=8)
     >>> path = tempfile.mkdtemp()
     >>> save_checkpoint(path, backbone, tokenizer, SigLIP2ImageConverter(16))
     >>> loaded = load_checkpoint(path)
@@ -70,10 +61,7 @@ def save_checkpoint(directory, backbone, tokenizer, image_converter, decoder=Non
             },
         }
         (directory / DECODER_CONFIG_FILE).write_text(json.dumps(config, indent=1))
-        np.savez(
-            directory / DECODER_WEIGHTS_FILE,
-            **{w.path: keras.ops.convert_to_numpy(w) for w in decoder.weights},
-        )
+        keras.saving.save_weights(decoder, directory / DECODER_WEIGHTS_FILE)
 
 
 def load_checkpoint(handle):
@@ -81,7 +69,8 @@ def load_checkpoint(handle):
 
     Returns a dict: `backbone`, `tokenizer`, `image_converter`, and `decoder` / `vocabulary`
     (None when `handle` has no LocCa decoder, e.g. a released checkpoint). A truncated or
-    damaged file is a `CorruptFileError` naming it; a NaN or infinite weight is an error too.
+    damaged file is a `CorruptFileError` naming it; a NaN or infinite weight is an error too,
+    and so is a decoder weights file that is missing or does not fit `locca_decoder.json`.
     """
     directory = pathlib.Path(handle)
     backbone = SigLIP2Backbone.from_preset(str(handle))
@@ -91,22 +80,9 @@ def load_checkpoint(handle):
     decoder = vocabulary = None
     if (directory / DECODER_CONFIG_FILE).is_file():
         config = read_json(directory / DECODER_CONFIG_FILE)
-        decoder = LocCaDecoder.from_config(config["decoder"])
-        decoder.build(
-            (None, decoder.sequence_length), (None, None, backbone.vision_encoder.hidden_dim)
+        decoder = _load_decoder(
+            config["decoder"], directory, backbone.vision_encoder.hidden_dim
         )
-        weights_file = directory / DECODER_WEIGHTS_FILE
-        with reading(weights_file, "npz"), np.load(weights_file) as npz:
-            values = {name: npz[name] for name in npz.files}  # reading checks each CRC
-        missing = sorted({w.path for w in decoder.weights} - set(values))
-        if missing:
-            raise ValueError(
-                f"{weights_file} lacks decoder weights {missing[:3]}; "
-                f"it does not belong to {DECODER_CONFIG_FILE}."
-            )
-        for w in decoder.weights:
-            check_finite(values[w.path], w.path, weights_file)
-            w.assign(values[w.path])
         vocabulary = LocCaVocabulary(**config["vocabulary"])
     return {
         "backbone": backbone, "tokenizer": tokenizer, "image_converter": image_converter,
@@ -114,32 +90,45 @@ def load_checkpoint(handle):
     }
 
 
-def save_tiny_random_checkpoint(directory, naflex=False, seed=0):
-    """Writes a tiny, randomly initialised model as a checkpoint; returns its path as a str.
+def _load_decoder(config, directory, image_dim):
+    """The `LocCaDecoder` of `config` with the weights of `directory`'s DECODER_WEIGHTS_FILE.
 
-    An offline stand-in for a released preset (every `from_preset` above reads it): a
-    two-block tower of width 32 per side, patches of 16 px (fixed resolution: 64 px images;
-    NaFlex: 64 patches by default), and the `scenes` dataset's tokenizer (32 tokens). Its
-    scores are meaningless; the guides run on it when `GUIDE_STEPS` is set.
-
-    Example:
-    >>> import tempfile
-    >>> path = save_tiny_random_checkpoint(tempfile.mkdtemp(), naflex=True)
-    >>> NaFlexImageConverter.from_preset(path).max_num_patches
-    64
-    >>> SigLIP2Backbone.from_preset(path).is_naflex
-    True
+    Strict: the file must be there, readable, hold exactly one finite tensor per decoder
+    variable, and fit their shapes; otherwise a one-line error says which and what to do.
     """
-    keras.utils.set_random_seed(seed)
-    tokenizer = scenes.tokenizer(sequence_length=32)
-    width = dict(hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64)
-    if naflex:
-        vision = SigLIP2NaFlexVisionEncoder(patch_size=16, position_grid_size=8, **width)
-        converter = NaFlexImageConverter(patch_size=16, max_num_patches=64)
-    else:
-        vision = SigLIP2VisionEncoder(image_size=64, patch_size=16, **width)
-        converter = SigLIP2ImageConverter(image_size=64)
-    text = SigLIP2TextEncoder(vocabulary_size=tokenizer.vocabulary_size(), sequence_length=32,
-                              embedding_dim=32, **width)
-    save_checkpoint(directory, SigLIP2Backbone(vision, text), tokenizer, converter)
-    return str(directory)
+    decoder = LocCaDecoder.from_config(config)
+    decoder.build((None, decoder.sequence_length), (None, None, image_dim))
+    weights_file = directory / DECODER_WEIGHTS_FILE
+    different_saves = (
+        f"it and {DECODER_CONFIG_FILE} come from different saves; write both with "
+        "`save_checkpoint`."
+    )
+    if not weights_file.is_file():
+        raise WeightLoadingError(
+            f"{weights_file} is missing but {DECODER_CONFIG_FILE} is there: copy the whole "
+            f"checkpoint directory, or delete {DECODER_CONFIG_FILE} to load it without the "
+            "LocCa decoder."
+        )
+    tensors = open_weights_file(weights_file)  # a damaged file is a CorruptFileError
+    try:
+        for name in tensors:  # reading every tensor: a truncated one is a CorruptFileError
+            check_finite(tensors[name], name, weights_file)
+        if len(tensors) != len(decoder.weights):
+            raise WeightLoadingError(
+                f"{weights_file} holds {len(tensors)} tensors, the decoder "
+                f"{DECODER_CONFIG_FILE} describes has {len(decoder.weights)} variables: "
+                + different_saves
+            )
+    finally:
+        tensors.close()
+    try:
+        keras.saving.load_weights(decoder, weights_file)
+    except ValueError as e:  # Keras's multi-line report; its example error is the reason
+        parts = str(e).split("\n\n")
+        reason = re.sub(r" Target variable: <Variable path=([^,]+),.*", r" (\1)",
+                        " ".join(parts[min(1, len(parts) - 1)].split()))
+        raise WeightLoadingError(
+            f"{weights_file} does not fit the decoder {DECODER_CONFIG_FILE} describes "
+            f"({reason[:300]}): " + different_saves
+        ) from e
+    return decoder

@@ -14,8 +14,8 @@ import socket
 
 import keras
 import keras_hub
-from keras_hub.src.utils.preset_utils import KerasPresetLoader
 
+from keras_siglip2._compat import KerasPresetLoader, get_file
 from keras_siglip2.converters import big_vision, download, huggingface
 from keras_siglip2.converters.file_errors import read_json
 from keras_siglip2.converters.weight_loader import check_finite
@@ -76,8 +76,6 @@ def _check_reachable(handle, timeout=5.0):
 
 def _fetch_remote(handle):
     """Downloads an hf:// or kaggle:// checkpoint, returning its local directory."""
-    from keras_hub.src.utils.preset_utils import get_file
-
     _check_reachable(handle)
     if handle.startswith("kaggle://"):
         return pathlib.Path(get_file(handle, "config.json")).parent

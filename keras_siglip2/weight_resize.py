@@ -199,14 +199,8 @@ def resize_backbone(backbone, image_size=None, patch_size=None):
         A new `SigLIP2Backbone`; `backbone` is not modified.
 
     Example:
-    >>> from keras_siglip2 import (SigLIP2Backbone, SigLIP2TextEncoder,
-    ...                            SigLIP2VisionEncoder)
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8,
-    ...                          num_layers=1, num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16,
-    ...                        embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
     >>> bigger = resize_backbone(backbone, image_size=64)
     >>> tuple(bigger.vision_encoder.position_embedding.weights[0].shape)
     (16, 8)

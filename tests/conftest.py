@@ -11,7 +11,7 @@ from keras_siglip2 import (
     SigLIP2TextEncoder,
     SigLIP2VisionEncoder,
 )
-from keras_siglip2.preprocessing import random_naflex_batch
+from keras_siglip2.testing import random_naflex_batch
 
 TINY_TEXT = dict(
     vocabulary_size=64, sequence_length=8, hidden_dim=16, num_layers=2,

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ import keras
 from conftest import tiny_backbone
 from keras_siglip2 import SigLIP2Backbone
 from keras_siglip2.checkpoint import (
-    DECODER_WEIGHTS_FILE, load_checkpoint, save_checkpoint,
+    DECODER_CONFIG_FILE, DECODER_WEIGHTS_FILE, load_checkpoint, save_checkpoint,
 )
 from keras_siglip2.converters.file_errors import CorruptFileError
 from keras_siglip2.converters.weight_loader import WeightLoadingError
@@ -49,19 +50,27 @@ def preset(tmp_path_factory):
     return path, backbone
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, preset):
-    """A checkpoint with a LocCa decoder, as `train` writes it."""
+def _save_with_decoder(path, backbone, decoder):
     from keras_siglip2.datasets import scenes
 
-    _, backbone = preset
     vocabulary = LocCaVocabulary(text_vocabulary_size=64, num_location_bins=4)
-    decoder = LocCaDecoder(vocabulary.size, 6, 16, 1, 2, 32)
-    decoder.build((None, 6), (None, None, 16))
-    path = tmp_path_factory.mktemp("checkpoint")
     save_checkpoint(path, backbone, scenes.tokenizer(sequence_length=8),
                     SigLIP2ImageConverter(32), decoder, vocabulary)
     return path
+
+
+def _decoder(num_layers=1, intermediate_dim=32):
+    decoder = LocCaDecoder(LocCaVocabulary(64, 4).size, 6, 16, num_layers, 2, intermediate_dim)
+    decoder.build((None, 6), (None, None, 16))
+    return decoder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, preset):
+    """A checkpoint with a LocCa decoder, as `train` writes it, and the decoder."""
+    keras.utils.set_random_seed(5)
+    decoder = _decoder()
+    return _save_with_decoder(tmp_path_factory.mktemp("checkpoint"), preset[1], decoder), decoder
 
 
 def _copy(source, tmp_path):
@@ -98,7 +107,7 @@ def test_damaged_safetensors_are_named(tmp_path, how):
 
 @pytest.mark.parametrize("how", ["empty", "truncated"])
 def test_damaged_decoder_weights_are_named(checkpoint, tmp_path, how):
-    path = _copy(checkpoint, tmp_path)
+    path = _copy(checkpoint[0], tmp_path)
     _damage(path / DECODER_WEIGHTS_FILE, how)
     with pytest.raises(CorruptFileError, match=_says_corrupt(path / DECODER_WEIGHTS_FILE)):
         load_checkpoint(path)
@@ -115,20 +124,49 @@ def test_nan_logit_scale_in_a_saved_preset_is_refused(tmp_path):
 
 
 def test_non_finite_decoder_weight_is_refused(checkpoint, tmp_path):
-    path = _copy(checkpoint, tmp_path)
-    with np.load(path / DECODER_WEIGHTS_FILE) as npz:
-        values = dict(npz)
-    name = sorted(values)[0]
-    values[name] = np.full_like(values[name], np.inf)
-    np.savez(path / DECODER_WEIGHTS_FILE, **values)
-    with pytest.raises(WeightLoadingError, match=re.escape(f"tensor '{name}' is not finite")):
+    path = _copy(checkpoint[0], tmp_path)
+    with h5py.File(path / DECODER_WEIGHTS_FILE, "r+") as f:
+        names = []
+        f.visititems(lambda name, node: names.append(name)
+                     if isinstance(node, h5py.Dataset) else None)
+        f[names[0]][...] = np.inf
+    with pytest.raises(WeightLoadingError,
+                       match=re.escape(f"tensor '{names[0]}' is not finite")):
         load_checkpoint(path)
 
 
+def test_missing_decoder_weights_are_named(checkpoint, tmp_path):
+    path = _copy(checkpoint[0], tmp_path)
+    (path / DECODER_WEIGHTS_FILE).unlink()
+    message = (re.escape(f"{path / DECODER_WEIGHTS_FILE} is missing but {DECODER_CONFIG_FILE} "
+                         "is there: copy the whole checkpoint directory") + ".*")
+    with pytest.raises(WeightLoadingError, match=message):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("other", [dict(num_layers=2), dict(intermediate_dim=16)],
+                         ids=["more_blocks", "narrower_mlp"])
+def test_decoder_weights_of_another_decoder_are_refused(checkpoint, preset, tmp_path, other):
+    """The weights of a deeper decoder (more tensors) or of one with other shapes."""
+    path = _copy(checkpoint[0], tmp_path)
+    other_save = _save_with_decoder(tmp_path / "other", preset[1], _decoder(**other))
+    shutil.copy(other_save / DECODER_WEIGHTS_FILE, path / DECODER_WEIGHTS_FILE)
+    message = (re.escape(str(path / DECODER_WEIGHTS_FILE)) + r" (holds|does not fit) .*"
+               + re.escape("come from different saves; write both with `save_checkpoint`."))
+    with pytest.raises(WeightLoadingError, match=message) as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+
+
 def test_an_intact_checkpoint_still_loads(checkpoint, preset):
-    loaded = load_checkpoint(checkpoint)
-    assert loaded["decoder"] is not None
+    loaded = load_checkpoint(checkpoint[0])
     for ours, theirs in zip(loaded["backbone"].weights, preset[1].weights):
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
         )
+    tokens = np.arange(12, dtype="int32").reshape(2, 6) % 40
+    image = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded["decoder"](tokens, image, causal=[1, 0])),
+        keras.ops.convert_to_numpy(checkpoint[1](tokens, image, causal=[1, 0])),
+    )

@@ -14,7 +14,7 @@ from keras_siglip2 import (
     SigLIP2Tokenizer,
     SigLIP2VisionEncoder,
 )
-from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.converters import big_vision, huggingface
 from keras_siglip2.converters import keras_hub as keras_hub_converter
 from test_convert_big_vision import make_checkpoint, save

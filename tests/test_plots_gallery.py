@@ -12,7 +12,8 @@ import keras
 
 from keras_siglip2 import main_job
 from keras_siglip2.callbacks import StepLog, ValidationEvaluation
-from keras_siglip2.checkpoint import load_checkpoint, save_tiny_random_checkpoint
+from keras_siglip2.checkpoint import load_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.gallery import gallery_predictions, plot_gallery, prediction_gallery
 from keras_siglip2.plots import plot_curves, plot_losses, plot_validation
 

@@ -16,7 +16,7 @@ from keras_siglip2 import (
     SigLIP2Tokenizer,
     SigLIP2ZeroShotClassifier,
 )
-from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+from keras_siglip2.testing import save_tiny_random_checkpoint
 from keras_siglip2.evaluation import zero_shot
 from keras_siglip2.evaluation.zero_shot import zero_shot_classifier
 

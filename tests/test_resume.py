@@ -25,11 +25,10 @@ TINY = ["--steps", "8", "--epochs", "4", "--batch-size", "4", "--width", "16", "
 
 def _checkpoint_arrays(workdir):
     arrays = {}
-    with h5py.File(workdir / "checkpoint" / "model.weights.h5") as f:
-        f.visititems(lambda name, node: arrays.__setitem__(name, node[()])
-                     if isinstance(node, h5py.Dataset) else None)
-    with np.load(workdir / "checkpoint" / "locca_decoder.weights.npz") as values:
-        arrays.update({f"decoder/{k}": values[k] for k in values.files})
+    for prefix, file in [("", "model.weights.h5"), ("decoder/", "locca_decoder.weights.h5")]:
+        with h5py.File(workdir / "checkpoint" / file) as f:
+            f.visititems(lambda name, node, prefix=prefix: arrays.__setitem__(
+                prefix + name, node[()]) if isinstance(node, h5py.Dataset) else None)
     return arrays
 
 

@@ -6,3 +6,13 @@ from keras_siglip2.callbacks.terminate_on_nan import TerminateOnNaN
 from keras_siglip2.callbacks.step_log import StepLog
 from keras_siglip2.callbacks.training_backup import TrainingBackup, TrainingDiverged
 from keras_siglip2.callbacks.validation_eval import ValidationEvaluation
+
+__all__ = [
+    "AuxiliaryLossSchedule",
+    "EMATeacher",
+    "StepLog",
+    "TerminateOnNaN",
+    "TrainingBackup",
+    "TrainingDiverged",
+    "ValidationEvaluation",
+]

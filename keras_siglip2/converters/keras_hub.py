@@ -341,6 +341,26 @@ def _open_h5(file):
         return h5py.File(file, "r")
 
 
+def open_weights_file(file):
+    """The name → array mapping of one Keras `.weights.h5` file; close it when done.
+
+    Opening reads every object header, so a truncated or damaged file is a
+    `CorruptFileError` naming it.
+
+    Example:
+    >>> import keras, os, tempfile
+    >>> layer = keras.layers.Dense(2)
+    >>> layer.build((None, 3))
+    >>> file = os.path.join(tempfile.mkdtemp(), "dense.weights.h5")
+    >>> keras.saving.save_weights(layer, file)
+    >>> tensors = open_weights_file(file)
+    >>> sorted(tensors), tensors["vars/0"].shape
+    (['vars/0', 'vars/1'], (3, 2))
+    >>> tensors.close()
+    """
+    return _H5Tensors([_open_h5(file)])
+
+
 def open_weights(path):
     """`(tensors, weights file)` of a preset directory's `model.weights.h5` (or its shards).
 
@@ -349,7 +369,7 @@ def open_weights(path):
     """
     single = os.path.join(path, WEIGHTS_FILE)
     if os.path.isfile(single):
-        return _H5Tensors([_open_h5(single)]), single
+        return open_weights_file(single), single
     sharded = os.path.join(path, SHARDED_WEIGHTS_FILE)
     if os.path.isfile(sharded):
         weight_map = _read_json(path, SHARDED_WEIGHTS_FILE).get("weight_map") or {}

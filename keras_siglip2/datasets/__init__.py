@@ -15,3 +15,5 @@ Example:
 >>> sorted(ex)[:4], ex["image"].dtype
 (['boxes', 'caption', 'colour', 'held_out'], dtype('uint8'))
 """
+
+__all__ = ["captions", "scenes", "vocabulary"]

@@ -39,3 +39,22 @@ from keras_siglip2.evaluation.referring_probe import referring_probe_iou
 from keras_siglip2.evaluation.retrieval import recall_at_k, retrieval_recall
 from keras_siglip2.evaluation.ridge import fit_ridge_classifier
 from keras_siglip2.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
+
+__all__ = [
+    "box_iou",
+    "dense_probe_miou",
+    "fit_ridge_classifier",
+    "greedy_decode",
+    "linear_probe_accuracy",
+    "mean_iou",
+    "numpy_batches",
+    "parallel_decode",
+    "patch_labels",
+    "predict_boxes",
+    "recall_at_k",
+    "referring_box_iou",
+    "referring_probe_iou",
+    "retrieval_recall",
+    "zero_shot_accuracy",
+    "zero_shot_classifier",
+]

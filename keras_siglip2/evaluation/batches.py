@@ -65,12 +65,8 @@ def encode_image_batch(backbone, batch):
     NaFlex padding patches.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> out = encode_image_batch(backbone, {"images": np.zeros((2, 16, 16, 3), "float32")})
     >>> out["embeddings"].shape, out["tokens"].shape, bool(out["token_mask"].all())
     ((2, 8), (2, 4, 8), True)
@@ -95,12 +91,8 @@ def encode_text_batch(backbone, token_ids, batch_size=256):
     Runs `batch_size` texts at a time, padding the last chunk so every call has one shape.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> encode_text_batch(backbone, np.ones((5, 4), "int32"), batch_size=2).shape
     (5, 8)
     """

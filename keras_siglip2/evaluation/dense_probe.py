@@ -110,12 +110,8 @@ def dense_probe_miou(backbone, train_dataset, test_dataset, num_classes, l2_regu
         `num_train_patches` and `num_test_patches`.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> batch = {"images": np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)),
     ...          "patch_labels": np.array([[0, 1, 1, 0], [1, 0, -1, 0]])}
     >>> result = dense_probe_miou(backbone, [batch], [batch], num_classes=2)

@@ -29,12 +29,8 @@ def linear_probe_accuracy(backbone, train_dataset, test_dataset, num_classes, la
 
     Example:
     >>> import numpy as np
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> images = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3))
     >>> batch = {"images": images, "label": np.array([0, 1, 0, 1])}
     >>> result = linear_probe_accuracy(backbone, [batch], [batch], num_classes=2)

@@ -117,14 +117,10 @@ def referring_box_iou(backbone, decoder, vocabulary, dataset, parallel=False):
         dict with `mean_iou`, `accuracy@0.5` (fraction with IoU ≥ 0.5) and `num_examples`.
 
     Example:
-    >>> from keras_siglip2 import (LocCaDecoder, SigLIP2Backbone, SigLIP2TextEncoder,
-    ...                            SigLIP2VisionEncoder)
+    >>> from keras_siglip2 import LocCaDecoder
+    >>> from keras_siglip2.testing import toy_backbone
     >>> from keras_siglip2.locca_targets import LocCaVocabulary
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> backbone = toy_backbone()
     >>> vocab = LocCaVocabulary(text_vocabulary_size=32, num_location_bins=10)
     >>> decoder = LocCaDecoder(vocabulary_size=vocab.size, sequence_length=8, hidden_dim=8,
     ...     num_layers=1, num_heads=2, intermediate_dim=16)

@@ -77,12 +77,8 @@ def referring_probe_iou(backbone, train_dataset, test_dataset, l2_regularization
         `num_test_examples`.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> batch = {"images": np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)),
     ...          "prompt_ids": [[5, 6, 1, 0], [7, 1, 0, 0]],
     ...          "box": [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]}

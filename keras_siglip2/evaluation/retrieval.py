@@ -79,12 +79,8 @@ def retrieval_recall(backbone, dataset, ks=(1, 5, 10), pad_id=0, chunk_size=1024
         `recall_at_k`'s dict plus `num_images` and `num_texts`.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> batch = {"images": np.zeros((2, 16, 16, 3), "float32"),
     ...          "token_ids": np.array([[[5, 1, 0, 0], [6, 1, 0, 0]],
     ...                                 [[7, 1, 0, 0], [0, 0, 0, 0]]])}  # 3 captions

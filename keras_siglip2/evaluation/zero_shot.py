@@ -29,12 +29,8 @@ def zero_shot_classifier(backbone, tokenizer, class_names, templates, batch_size
         batch_size: texts per text-tower call.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> tokenizer = lambda texts: np.array([[len(t) + 2, 1, 0, 0] for t in texts])
     >>> classifier = zero_shot_classifier(backbone, tokenizer, ["cat", "dog", "bird"],
     ...                                   ["a {}", "a photo of a {}"])
@@ -74,12 +70,8 @@ def zero_shot_accuracy(backbone, classifier, dataset, label_key="label", top_k=(
         dict with `top{k}_accuracy` for each k and `num_examples`.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> images = np.random.default_rng(0).uniform(-1, 1, (3, 16, 16, 3)).astype("float32")
     >>> classifier = encode_image_batch(backbone, {"images": images})["embeddings"]  # c: image c
     >>> zero_shot_accuracy(backbone, classifier, [{"images": images, "label": [0, 1, 2]}],

@@ -14,19 +14,25 @@ SavedModel directories, `.onnx`, `.tflite`):
 
 Every artefact has a dynamic batch size; a NaFlex image tower is exported for one fixed
 `max_num_patches`. The LocCa decoder and the distillation teacher are not part of it.
+
+Every format is written from every backend: where the current one cannot write it natively
+(`support.py`), the model is exported by TensorFlow in a child process (`child.py`).
 """
 
 import json
 import os
 import pathlib
+import sys
 
 import keras
 
+from keras_siglip2.export.child import export_in_child
 from keras_siglip2.export.encoders import (
-    OUTPUTS, check_max_num_patches, image_encoder_model, text_encoder_model,
+    OUTPUTS, check_image_options, check_max_num_patches, image_encoder_model,
+    text_encoder_model,
 )
 from keras_siglip2.export.saved_model import write_saved_model
-from keras_siglip2.export.support import check_supported
+from keras_siglip2.export.support import check_format, export_backend
 from keras_siglip2.export.torch_onnx import write_onnx_from_torch
 from keras_siglip2.preset_loader import (
     NAFLEX_DEFAULT_PATCHES, PresetError, image_config, load_backbone,
@@ -90,8 +96,10 @@ def export_encoders(
         backbone_or_preset: a `SigLIP2Backbone`, or any handle `SigLIP2Backbone.from_preset`
             takes (its tokenizer and NaFlex sequence length are then read from it too).
         destination: directory to write to (created; artefacts already there are replaced).
-        format: "tf_saved_model", "onnx" or "litert". Which work from which Keras backend:
-            `keras_siglip2.export.support`; the others raise `UnsupportedExportError`.
+        format: "tf_saved_model", "onnx" or "litert", from any Keras backend. Where the
+            current one cannot write `format` (`keras_siglip2.export.support`), the model is
+            saved and exported by TensorFlow in a child process (one line on stderr says
+            so), with the same artefacts and `export.json`.
         tokenizer: a `SigLIP2Tokenizer`; by default the preset's (when it has one). Saved as
             `tokenizer.model`, and inside the text SavedModel (endpoint `serve_text`).
         max_num_patches: NaFlex only: the fixed number of patches N of the exported image
@@ -103,12 +111,8 @@ def export_encoders(
 
     Example:
     >>> import tempfile
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
     >>> format = "onnx" if keras.config.backend() == "torch" else "tf_saved_model"
     >>> paths = export_encoders(backbone, tempfile.mkdtemp(), format, encoders=("text",))
     >>> paths["text"].name in ("text_encoder", "text_encoder.onnx")
@@ -116,7 +120,7 @@ def export_encoders(
     >>> json.loads((paths["text"].parent / "export.json").read_text())["text_encoder"]["inputs"]
     {'token_ids': {'shape': [None, 8], 'dtype': 'int32'}}
     """
-    check_supported(format, keras.config.backend())
+    check_format(format)
     unknown = set(encoders) - set(ENCODERS)
     if unknown or not encoders:
         raise ValueError(
@@ -143,6 +147,8 @@ def export_encoders(
             f"{backbone.dtype_policy.compute_dtype}: load it with dtype='float32'."
         )
 
+    if "image" in encoders:
+        check_image_options(backbone, max_num_patches)  # here, not in a child process
     length = backbone.text_encoder.sequence_length
     if tokenizer is not None and tokenizer.sequence_length != length:
         raise ValueError(
@@ -151,6 +157,24 @@ def export_encoders(
         )
     destination = pathlib.Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
+    paths = {
+        name: destination / f"{name}_encoder{_EXTENSIONS[format]}"
+        for name in ENCODERS if name in encoders
+    }
+    here = keras.config.backend()
+    backend = export_backend(format, here)
+    if backend == here:
+        _export_here(backbone, tokenizer, format, max_num_patches, paths, destination)
+    else:
+        print(f"{format} cannot be written from {here}; exporting in a {backend} child "
+              "process", file=sys.stderr)
+        export_in_child(
+            backend, backbone, tokenizer, destination, format, max_num_patches, tuple(paths)
+        )
+    return paths
+
+
+def _export_here(backbone, tokenizer, format, max_num_patches, paths, destination):
     vision = backbone.vision_encoder
     config = {
         "format": format,
@@ -158,24 +182,21 @@ def export_encoders(
         "logit_scale": float(keras.ops.convert_to_numpy(backbone.logits_head.logit_scale)),
         "logit_bias": float(keras.ops.convert_to_numpy(backbone.logits_head.logit_bias)),
     }
-    paths = {}
-    if "image" in encoders:
+    if "image" in paths:
         model = image_encoder_model(backbone, max_num_patches)
-        paths["image"] = destination / f"image_encoder{_EXTENSIONS[format]}"
         _write(model, paths["image"], format, None)
         pipeline = (
             {"patch_size": vision.patch_size, "max_num_patches": max_num_patches}
             if backbone.is_naflex else {"image_size": vision.image_size}
         )
         config["image_encoder"] = {**_describe(model, paths["image"], destination), **pipeline}
-    if "text" in encoders:
+    if "text" in paths:
         model = text_encoder_model(backbone)
-        paths["text"] = destination / f"text_encoder{_EXTENSIONS[format]}"
         in_graph = tokenizer if format == "tf_saved_model" else None
         _write(model, paths["text"], format, in_graph)
         config["text_encoder"] = {
             **_describe(model, paths["text"], destination),
-            "sequence_length": length,
+            "sequence_length": backbone.text_encoder.sequence_length,
             "string_endpoint": "serve_text" if in_graph is not None else None,
         }
         if tokenizer is not None:
@@ -188,4 +209,3 @@ def export_encoders(
                 "pad_id": tokenizer.pad_token_id,
             }
     (destination / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return paths

@@ -46,34 +46,48 @@ def check_max_num_patches(max_num_patches):
         )
 
 
+def check_image_options(backbone, max_num_patches):
+    """Raises `ValueError` unless `max_num_patches` fits `backbone`'s image tower: an int >= 1
+    for NaFlex, None for a fixed resolution.
+
+    Example:
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
+    >>> check_image_options(backbone, None)
+    >>> check_image_options(backbone, 256)
+    Traceback (most recent call last):
+    ...
+    ValueError: `max_num_patches` only applies to a NaFlex image tower; ...
+    """
+    if backbone.is_naflex:
+        check_max_num_patches(max_num_patches)
+    elif max_num_patches is not None:
+        size = backbone.vision_encoder.image_size
+        raise ValueError(
+            "`max_num_patches` only applies to a NaFlex image tower; this backbone's takes "
+            f"fixed {size}x{size} images: leave it unset."
+        )
+
+
 def image_encoder_model(backbone, max_num_patches=None):
     """The image tower of `backbone` as a Keras model (see the module docstring).
 
     `max_num_patches` (NaFlex only, required there) fixes the patch sequence length N.
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
     >>> model = image_encoder_model(backbone)
     >>> out = model({"images": np.zeros((2, 32, 32, 3), "float32")})
     >>> {k: tuple(v.shape) for k, v in sorted(out.items())}
     {'embeddings': (2, 8), 'pooled_output': (2, 8), 'sequence_output': (2, 4, 8)}
     """
+    check_image_options(backbone, max_num_patches)
     vision = backbone.vision_encoder
     if not backbone.is_naflex:
-        if max_num_patches is not None:
-            raise ValueError(
-                "`max_num_patches` only applies to a NaFlex image tower; this backbone's "
-                f"takes fixed {vision.image_size}x{vision.image_size} images: leave it unset."
-            )
         size = vision.image_size
         inputs = {"images": keras.Input((size, size, 3), name="images")}
         return _named_outputs(inputs, vision(inputs["images"]), "image_encoder")
-    check_max_num_patches(max_num_patches)
     n, width = max_num_patches, vision.patch_size**2 * 3
     inputs = {
         "patches": keras.Input((n, width), name="patches"),
@@ -88,12 +102,8 @@ def text_encoder_model(backbone):
     """The text tower of `backbone` as a Keras model on `token_ids` (see the module docstring).
 
     Example:
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
     >>> ids = np.ones((3, 8), "int32")
     >>> out = text_encoder_model(backbone)({"token_ids": ids})
     >>> to_numpy = keras.ops.convert_to_numpy

@@ -8,13 +8,9 @@ def load_exported(format, path):
 
     Example:
     >>> import tempfile
-    >>> from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
     >>> from keras_siglip2.export import export_encoders
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=32, patch_size=16, hidden_dim=8, num_layers=1,
-    ...                          num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=8, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16, embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone(image_size=32, patch_size=16, sequence_length=8)
     >>> format = "onnx" if keras.config.backend() == "torch" else "tf_saved_model"
     >>> paths = export_encoders(backbone, tempfile.mkdtemp(), format, encoders=("text",))
     >>> text_encoder = load_exported(format, paths["text"])

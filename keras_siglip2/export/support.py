@@ -1,20 +1,20 @@
-"""Which export format works from which Keras backend, measured with Keras 3.15.
+"""Which Keras backend writes which export format natively, measured with Keras 3.15.
 
-| format           | tensorflow | jax | torch |
-|------------------|------------|-----|-------|
-| `tf_saved_model` | yes        | yes | no    |
-| `onnx`           | yes        | no  | yes   |
-| `litert`         | yes        | no  | no    |
+| format           | tensorflow | jax   | torch |
+|------------------|------------|-------|-------|
+| `tf_saved_model` | yes        | yes   | child |
+| `onnx`           | yes        | child | yes   |
+| `litert`         | yes        | child | child |
 
-The weights do not depend on the backend, so a pair marked "no" is one
-`KERAS_BACKEND=...` away: the error says which backends to use instead.
+The weights do not depend on the backend, so `export_encoders` writes a "child" pair by
+saving the model and exporting it in a child process on TensorFlow, which writes all three.
 """
 
 FORMATS = ("tf_saved_model", "onnx", "litert")
 BACKENDS = ("tensorflow", "jax", "torch")
 
-# Why each missing pair fails (each was tried with Keras 3.15 on these encoders).
-_UNSUPPORTED = {
+# Why each pair is not written natively (each was tried with Keras 3.15 on these encoders).
+_NOT_NATIVE = {
     ("tf_saved_model", "torch"): (
         "Keras writes a SavedModel from torch through torch_xla, which is published only for "
         "its own torch version, and its torch exporter takes no dict inputs"
@@ -32,19 +32,15 @@ _UNSUPPORTED = {
 }
 
 
-class UnsupportedExportError(ValueError):
-    """A format that cannot be exported from the current Keras backend."""
-
-
 def supported_backends(format):
-    """The backends that export `format`.
+    """The backends that write `format` natively (in the process itself).
 
     Example:
     >>> supported_backends("onnx")
     ('tensorflow', 'torch')
     """
     check_format(format)
-    return tuple(b for b in BACKENDS if (format, b) not in _UNSUPPORTED)
+    return tuple(b for b in BACKENDS if (format, b) not in _NOT_NATIVE)
 
 
 def check_format(format):
@@ -57,27 +53,15 @@ def check_format(format):
         raise ValueError(f"Unknown export format {format!r}; expected one of {FORMATS}.")
 
 
-def check_supported(format, backend):
-    """Raises `UnsupportedExportError` (why, and what to do) if `backend` cannot export `format`.
+def export_backend(format, backend):
+    """The backend that writes `format` when Keras runs on `backend`: `backend` itself where
+    it writes `format` natively, else TensorFlow (in a child process).
 
     Example:
-    >>> check_supported("tf_saved_model", "jax")
-    >>> check_supported("litert", "jax")
-    Traceback (most recent call last):
-    ...
-    keras_siglip2.export.support.UnsupportedExportError: Exporting to litert from the jax ...
+    >>> export_backend("onnx", "torch")
+    'torch'
+    >>> export_backend("litert", "jax")
+    'tensorflow'
     """
-    check_format(format)
-    if backend not in BACKENDS:
-        raise UnsupportedExportError(
-            f"Exporting needs one of the backends {BACKENDS}; Keras runs on {backend!r}."
-        )
-    reason = _UNSUPPORTED.get((format, backend))
-    if reason is not None:
-        others = " or ".join(f"KERAS_BACKEND={b}" for b in supported_backends(format))
-        raise UnsupportedExportError(
-            f"Exporting to {format} from the {backend} backend is not supported: {reason}. "
-            f"The weights do not depend on the backend: export with {others} (e.g. "
-            f"`KERAS_BACKEND={supported_backends(format)[0]} python -m keras_siglip2 export "
-            f"--preset ... --format {format} DST`)."
-        )
+    native = supported_backends(format)
+    return backend if backend in native else native[0]

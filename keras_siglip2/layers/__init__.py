@@ -7,3 +7,16 @@ from keras_siglip2.layers.naflex_position_embedding import (
 )
 from keras_siglip2.layers.transformer import MlpBlock, TransformerBlock, TransformerEncoder
 from keras_siglip2.layers.dino_head import DINOHead
+
+__all__ = [
+    "DINOHead",
+    "MAPHead",
+    "MlpBlock",
+    "MultiHeadAttention",
+    "NaFlexPositionEmbedding",
+    "SigmoidLogits",
+    "TransformerBlock",
+    "TransformerEncoder",
+    "antialiased_bilinear_weights",
+    "l2_normalize",
+]

@@ -11,3 +11,16 @@ from keras_siglip2.losses.sigmoid import (
     sharded_sigmoid_loss,
     sigmoid_loss,
 )
+
+__all__ = [
+    "SigmoidLoss",
+    "apply_token_mask",
+    "chunked_sigmoid_loss",
+    "masked_prediction_loss",
+    "random_patch_mask",
+    "self_distillation_loss",
+    "sharded_sigmoid_loss",
+    "sigmoid_loss",
+    "token_cross_entropy",
+    "updated_center",
+]

@@ -7,3 +7,16 @@ from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.models.trainer import SigLIP2Trainer
 from keras_siglip2.models.preprocessor import SigLIP2Preprocessor
 from keras_siglip2.models.zero_shot_classifier import SigLIP2ZeroShotClassifier
+
+__all__ = [
+    "LocCaDecoder",
+    "PackedNaFlexVisionEncoder",
+    "SigLIP2Backbone",
+    "SigLIP2NaFlexVisionEncoder",
+    "SigLIP2Preprocessor",
+    "SigLIP2TextEncoder",
+    "SigLIP2Trainer",
+    "SigLIP2VisionEncoder",
+    "SigLIP2ZeroShotClassifier",
+    "pack_naflex_batch",
+]

@@ -139,13 +139,8 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         """The image tower's input in `batch`: `images`, or the dict of the NaFlex keys.
 
         Example:
-        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
-        >>> backbone = SigLIP2Backbone(
-        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-        ...                          num_heads=2, intermediate_dim=16),
-        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
-        ...                        embedding_dim=8))
+        >>> from keras_siglip2.testing import toy_backbone
+        >>> backbone = toy_backbone()
         >>> batch = {"images": keras.ops.zeros((2, 16, 16, 3)), "label": [0, 1]}
         >>> tuple(backbone.image_inputs(batch).shape)
         (2, 16, 16, 3)
@@ -178,13 +173,8 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
                 a dict with `embeddings` and `tokens`.
 
         Example:
-        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
-        >>> backbone = SigLIP2Backbone(
-        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-        ...                          num_heads=2, intermediate_dim=16),
-        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
-        ...                        embedding_dim=8))
+        >>> from keras_siglip2.testing import toy_backbone
+        >>> backbone = toy_backbone()
         >>> images = np.zeros((2, 16, 16, 3), "float32")
         >>> embeddings = backbone.encode_images(images)
         >>> type(embeddings).__name__, embeddings.shape
@@ -216,13 +206,8 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
         program, False a backend tensor from the layers run op by op.
 
         Example:
-        >>> from keras_siglip2 import SigLIP2VisionEncoder, SigLIP2TextEncoder
-        >>> backbone = SigLIP2Backbone(
-        ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8, num_layers=1,
-        ...                          num_heads=2, intermediate_dim=16),
-        ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-        ...                        num_layers=1, num_heads=2, intermediate_dim=16,
-        ...                        embedding_dim=8))
+        >>> from keras_siglip2.testing import toy_backbone
+        >>> backbone = toy_backbone()
         >>> backbone.encode_text(np.ones((3, 4), "int32")).shape
         (3, 8)
         """

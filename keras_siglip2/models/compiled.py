@@ -15,9 +15,8 @@ variable values or cut the gradients. Those checks are the only per-backend code
 
 import keras
 import numpy as np
-from keras.src.backend.common import global_state
-from keras.src.backend.common.stateless_scope import in_stateless_scope
-from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+from keras_siglip2._compat import in_keras_call_or_scope
 
 
 class CompiledCall(keras.Model):
@@ -60,11 +59,7 @@ def runs_traced(inputs):
     >>> runs_traced(np.zeros(3)), runs_traced(keras.Input((3,)))
     (False, True)
     """
-    if (
-        global_state.get_global_attribute("current_call_ctx") is not None
-        or in_stateless_scope()
-        or in_symbolic_scope()
-    ):
+    if in_keras_call_or_scope():
         return True
     leaves = keras.tree.flatten(inputs)
     if any(keras.backend.is_keras_tensor(x) for x in leaves):

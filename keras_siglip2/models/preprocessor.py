@@ -4,9 +4,9 @@ import os
 
 import keras
 import keras_hub
-from keras_hub.src.utils.preset_utils import PREPROCESSOR_CONFIG_FILE, KerasPresetLoader
 
 from keras_siglip2 import preset_registry
+from keras_siglip2._compat import PREPROCESSOR_CONFIG_FILE, KerasPresetLoader
 from keras_siglip2.converters.file_errors import read_json
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.preprocessing.image_converter import SigLIP2ImageConverter
@@ -71,7 +71,7 @@ class SigLIP2Preprocessor(keras_hub.models.Preprocessor):
     Examples:
     >>> import tempfile
     >>> import tensorflow as tf
-    >>> from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+    >>> from keras_siglip2.testing import save_tiny_random_checkpoint
     >>> path = save_tiny_random_checkpoint(tempfile.mkdtemp())  # a stand-in checkpoint
     >>> preprocessor = SigLIP2Preprocessor.from_preset(path)
     >>> inputs = preprocessor({"images": np.zeros((2, 90, 120, 3), "uint8"),

@@ -17,7 +17,7 @@ class TowerFromPreset:
         Example:
         >>> import tempfile
         >>> from keras_siglip2 import SigLIP2NaFlexVisionEncoder, SigLIP2TextEncoder
-        >>> from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+        >>> from keras_siglip2.testing import save_tiny_random_checkpoint
         >>> path = save_tiny_random_checkpoint(tempfile.mkdtemp(), naflex=True)
         >>> text = SigLIP2TextEncoder.from_preset(path, dtype="bfloat16", remat=True)
         >>> text.dtype_policy.name, text.remat

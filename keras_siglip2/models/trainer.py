@@ -89,14 +89,8 @@ class SigLIP2Trainer(keras.Model):
         seed: seed of the patch masks.
 
     Example:
-    >>> from keras_siglip2 import (SigLIP2Backbone, SigLIP2TextEncoder,
-    ...                            SigLIP2VisionEncoder)
-    >>> backbone = SigLIP2Backbone(
-    ...     SigLIP2VisionEncoder(image_size=16, patch_size=8, hidden_dim=8,
-    ...                          num_layers=1, num_heads=2, intermediate_dim=16),
-    ...     SigLIP2TextEncoder(vocabulary_size=32, sequence_length=4, hidden_dim=8,
-    ...                        num_layers=1, num_heads=2, intermediate_dim=16,
-    ...                        embedding_dim=8))
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> backbone = toy_backbone()
     >>> trainer = SigLIP2Trainer(backbone)
     >>> trainer.compile(optimizer="adam")
     >>> data = {"images": keras.ops.zeros((4, 16, 16, 3)),

@@ -6,8 +6,8 @@ import keras
 import keras_hub
 import numpy as np
 from keras import ops
-from keras_hub.src.utils.preset_utils import TASK_CONFIG_FILE, TASK_WEIGHTS_FILE
 
+from keras_siglip2._compat import TASK_CONFIG_FILE, TASK_WEIGHTS_FILE
 from keras_siglip2.converters.file_errors import read_json
 from keras_siglip2.evaluation.zero_shot import zero_shot_classifier
 from keras_siglip2.models.backbone import SigLIP2Backbone
@@ -73,7 +73,7 @@ class SigLIP2ZeroShotClassifier(keras_hub.models.Task):
 
     Examples:
     >>> import tempfile
-    >>> from keras_siglip2.checkpoint import save_tiny_random_checkpoint
+    >>> from keras_siglip2.testing import save_tiny_random_checkpoint
     >>> path = save_tiny_random_checkpoint(tempfile.mkdtemp())  # a stand-in checkpoint
     >>> classifier = SigLIP2ZeroShotClassifier.from_preset(
     ...     path, class_names=["cube", "ball", "tree"], templates=["a {}.", "a photo of a {}."])

@@ -1,7 +1,5 @@
 """Multi-resolution NaFlex batches: several sequence lengths, one static shape per batch."""
 
-import numpy as np
-
 from keras_siglip2.preprocessing.naflex import NaFlexImageConverter
 
 
@@ -51,31 +49,3 @@ def naflex_multi_length_batches(
         per_length, choice, stop_on_empty_dataset=False
     )
 
-
-def random_naflex_batch(grids, max_num_patches, patch_size, seed=0):
-    """A padded NaFlex batch of uniform [-1, 1) patches for images of the given patch grids.
-
-    What `NaFlexImageConverter` returns for a batch, with random pixels: for smoke runs, tests
-    and benchmarks that need a batch of chosen grids (rows, cols) without images.
-
-    Example:
-    >>> batch = random_naflex_batch([(2, 3), (4, 4)], max_num_patches=16, patch_size=8)
-    >>> batch["patches"].shape, batch["patch_mask"].sum(1).tolist(), batch["patch_coords"][0, 3]
-    ((2, 16, 192), [6, 16], array([1, 0], dtype=int32))
-    """
-    rng = np.random.default_rng(seed)
-    dim = patch_size * patch_size * 3
-    batch = {
-        "patches": np.zeros((len(grids), max_num_patches, dim), "float32"),
-        "patch_coords": np.zeros((len(grids), max_num_patches, 2), "int32"),
-        "patch_mask": np.zeros((len(grids), max_num_patches), "int32"),
-        "spatial_shapes": np.array(grids, "int32").reshape(len(grids), 2),
-    }
-    for i, (rows, cols) in enumerate(grids):
-        n = rows * cols
-        if n > max_num_patches:
-            raise ValueError(f"Grid {rows}x{cols} has more than {max_num_patches} patches.")
-        batch["patches"][i, :n] = rng.uniform(-1, 1, (n, dim))
-        batch["patch_coords"][i, :n] = np.stack(np.divmod(np.arange(n), cols), -1)
-        batch["patch_mask"][i, :n] = 1
-    return batch
