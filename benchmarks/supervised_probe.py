@@ -12,6 +12,10 @@ the IoU of one constant box at the training boxes' mean). The models:
 
 - ours: the main job's NaFlex tower (`MainJobConfig`'s patch size, patch budget, width and
   depth), its MAP-pooled output through a linear layer;
+- ours-conv-stem: the same tower behind a convolutional stem run inside each patch (3×3
+  convolutions of `--stem-channels`, ReLU, a 2×2 max-pool, a 1×1 convolution back to the
+  patch's size), which keeps NaFlex's independent patches: does local convolution, the CNN's
+  advantage, make the tower learn faster;
 - keras-hub: `keras_hub.models.ViTBackbone` of the same size on the same pixel budget (64×64
   px, 8 px patches), its class token through a linear layer; the reference ViT;
 - cnn: three 3×3 convolutions (32, 64, 64 channels, ReLU, 2×2 max-pooling between them), then
@@ -72,6 +76,32 @@ def ours(task):
     return keras.Model(tower.input, outputs), converter
 
 
+class PatchConvStem(keras.layers.Layer):
+    """Convolutions inside each (B, N, p²·3) patch, returning the same shape."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [keras.layers.Conv2D(c, 3, padding="same", activation="relu")
+                      for c in channels]
+        self.pool = keras.layers.MaxPool2D()
+        self.out = keras.layers.Conv2D(12, 1)  # (p/2)² · 12 = p² · 3 values
+
+    def call(self, patches):
+        size = CONFIG.patch_size
+        x = keras.ops.reshape(patches, (-1, size, size, 3))
+        for conv in self.convs:
+            x = conv(x)
+        x = self.out(self.pool(x))
+        return keras.ops.reshape(x, keras.ops.shape(patches))
+
+
+def ours_conv_stem(task, stem_channels):
+    tower, converter = ours(task)
+    inputs = {k: keras.Input(v.shape[1:], dtype=v.dtype, name=k) for k, v in tower.input.items()}
+    stemmed = dict(inputs, patches=PatchConvStem(stem_channels)(inputs["patches"]))
+    return keras.Model(inputs, tower(stemmed)), converter
+
+
 def keras_hub_vit(task):
     vit = keras_hub.models.ViTBackbone(
         image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), patch_size=CONFIG.patch_size,
@@ -94,20 +124,21 @@ def cnn(task):
     return keras.Model(inputs, head(task)(x)), SigLIP2ImageConverter(IMAGE_SIZE)
 
 
-MODELS = {"ours": ours, "keras-hub": keras_hub_vit, "cnn": cnn}
+MODELS = {"ours": ours, "ours-conv-stem": ours_conv_stem, "keras-hub": keras_hub_vit, "cnn": cnn}
 COLUMNS = {
     "shape": ("training accuracy (last pass)", "test accuracy"),
     "box": ("test IoU", "IoU of the mean training box"),
 }
 
 
-def probe(name, task, steps, passes, train, test):
+def probe(name, task, steps, passes, train, test, stem_channels=(16,)):
     """(parameters, the task's two `COLUMNS`, training seconds) of one model.
 
     `train`, `test`: (images, targets) from `single_object_scenes`, rendered once for all models.
     """
     keras.utils.set_random_seed(0)
-    model, converter = MODELS[name](task)
+    extra = (stem_channels,) if name == "ours-conv-stem" else ()
+    model, converter = MODELS[name](task, *extra)
     (x_train, y_train), (x_test, y_test) = ((converted(converter, x), y) for x, y in (train, test))
     warmup = max(1, steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -139,6 +170,8 @@ def main():
                         help="times each cached training scene is seen")
     parser.add_argument("--test-examples", type=int, default=1000)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--stem-channels", type=int, nargs="+", default=[16],
+                        help="channels of ours-conv-stem's 3×3 convolutions")
     args = parser.parse_args()
     if args.steps < 20 or args.passes < 1 or args.steps * BATCH_SIZE // args.passes < 1:
         parser.error("--steps must be >= 20 and --passes between 1 and steps × 64.")
@@ -152,7 +185,7 @@ def main():
     test = single_object_scenes("test", args.test_examples, args.task)
     for name in args.models:
         params, first, second, seconds = probe(
-            name, args.task, args.steps, args.passes, train, test
+            name, args.task, args.steps, args.passes, train, test, args.stem_channels
         )
         print(f"| {name} | {params:,} | {first:.3f} | {second:.3f} | {seconds:.0f} |",
               flush=True)

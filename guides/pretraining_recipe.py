@@ -97,7 +97,7 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
 
 Every random draw is seeded by the example's index, so the pipeline is reproducible, and a
 resumed run can start it where it stopped: `TrainingBackup.restore` loads the newest backup
-(model, EMA teacher, loss gates, optimizer) and returns its epoch, and the stream starts at
+(model, EMA teacher, DINO centres, optimizer) and returns its epoch, and the stream starts at
 that step's first example. A killed run restarted this way ends with the weights of an
 uninterrupted one.
 """

@@ -95,3 +95,46 @@ def gather_batch(batch, indices):
     return keras.tree.map_structure(
         lambda x: None if x is None else ops.take(x, indices, axis=0), batch
     )
+
+
+class Curation(keras.layers.Layer):
+    """ACID as a step on the batch: keeps the `fraction` most learnable examples.
+
+    Each incoming batch is a super-batch; the student and the frozen `reference` backbone
+    both score it (`learnability_scores`) and the top `fraction` of it is returned.
+
+    Args:
+        reference: a `SigLIP2Backbone` scoring learnability; frozen here.
+        fraction: fraction of each super-batch kept (at least one example).
+
+    Example:
+    >>> from keras_siglip2.testing import toy_backbone
+    >>> curation = Curation(toy_backbone(), fraction=0.5)
+    >>> batch = {"images": np.zeros((4, 16, 16, 3), "float32"),
+    ...          "token_ids": np.ones((4, 4), "int32")}
+    >>> tuple(curation.curate(batch, toy_backbone())["token_ids"].shape)
+    (2, 4)
+    """
+
+    def __init__(self, reference, fraction=0.5, **kwargs):
+        super().__init__(**kwargs)
+        reference.trainable = False
+        self.reference = reference
+        self.fraction = fraction
+        self.built = True
+
+    def curate(self, batch, student):
+        """The sub-batch of `batch` that the `student` backbone should train on."""
+        student_logits = ops.stop_gradient(student(_backbone_inputs(student, batch))["logits"])
+        reference_logits = ops.stop_gradient(
+            self.reference(_backbone_inputs(student, batch))["logits"]
+        )
+        scores = learnability_scores(student_logits, reference_logits)
+        keep = max(1, int(round(ops.shape(student_logits)[0] * self.fraction)))
+        return gather_batch(batch, select_learnable(scores, keep))
+
+
+def _backbone_inputs(backbone, batch):
+    images = backbone.image_inputs(batch)
+    return {**(images if backbone.is_naflex else {"images": images}),
+            "token_ids": batch["token_ids"]}

@@ -24,8 +24,10 @@ class StandIn(keras.Model):
         super().__init__(**kwargs)
         self.student = keras.layers.Dense(3, name="student")
         self.teacher = keras.layers.Dense(3, name="teacher", trainable=False)
-        self.term_gates = {t: keras.Variable(1.0, trainable=False, name=f"{t}_gate") for t in TERMS}
+        self.terms = list(TERMS)
         self.term_trackers = [keras.metrics.Mean(name=t) for t in TERMS]
+        self._skipped_terms = frozenset()
+        self.switches = []
 
     def build(self, input_shape):
         self.student.build(input_shape)
@@ -36,6 +38,17 @@ class StandIn(keras.Model):
     @property
     def ema_pairs(self):
         return list(zip(self.teacher.weights, self.student.weights))
+
+    @property
+    def skipped_terms(self):
+        return self._skipped_terms
+
+    @skipped_terms.setter
+    def skipped_terms(self, names):
+        self._skipped_terms = frozenset(names)
+        self.switches.append(self._skipped_terms)
+        if self.train_function is not None:
+            self.make_train_function(force=True)
 
     def call(self, x):
         return self.student(x)
@@ -49,7 +62,7 @@ class StandIn(keras.Model):
         }
         total = 0.0
         for tracker in self.term_trackers:
-            term = self.term_gates[tracker.name] * terms[tracker.name]
+            term = 0.0 if tracker.name in self.skipped_terms else terms[tracker.name]
             tracker.update_state(term)
             total = total + term
         return total
@@ -75,17 +88,17 @@ def make_data(n, seed=1):
 
 
 class Recorder(keras.callbacks.Callback):
-    """Student and teacher weights, gates and logs after every training batch."""
+    """Student and teacher weights, skipped terms and logs after every training batch."""
 
     def __init__(self):
         super().__init__()
-        self.students, self.teachers, self.gates, self.logs = [], [], [], []
+        self.students, self.teachers, self.skipped, self.logs = [], [], [], []
 
     def on_train_batch_end(self, batch, logs=None):
         model = self.model
         self.students.append([ops.convert_to_numpy(v) for v in model.student.weights])
         self.teachers.append([ops.convert_to_numpy(v) for v in model.teacher.weights])
-        self.gates.append({t: float(ops.convert_to_numpy(g)) for t, g in model.term_gates.items()})
+        self.skipped.append(model.skipped_terms)
         self.logs.append(dict(logs))
 
 
@@ -186,7 +199,7 @@ def test_ema_rejects_bad_arguments_and_models():
         model.fit(x, y, verbose=0, callbacks=[EMATeacher()])
 
 
-def test_gates_switch_at_the_start_step():
+def test_terms_switch_on_at_the_start_step():
     model, recorder = make_model(), Recorder()
     x, y = make_data(20)
     # 10 epochs of one step each: history holds every step's terms. 0.75 * 10 -> step 8.
@@ -198,29 +211,19 @@ def test_gates_switch_at_the_start_step():
     for term in ("self_distillation_loss", "masked_prediction_loss"):
         values = np.array(history.history[term])
         assert np.all(values[:8] == 0.0) and np.all(np.abs(values[8:]) > 1e-4), (term, values)
-        assert [g[term] for g in recorder.gates] == [0.0] * 8 + [1.0] * 2
+        assert [term in s for s in recorder.skipped] == [True] * 8 + [False] * 2
     assert np.all(np.array(history.history["sigmoid_loss"]) > 0)  # Not scheduled.
-    assert [g["sigmoid_loss"] for g in recorder.gates] == [1.0] * 10
+    assert not any("sigmoid_loss" in s for s in recorder.skipped)
 
 
-def test_gates_only_assigned_on_change(monkeypatch):
+def test_skipped_terms_only_assigned_on_change():
     model = make_model()
-    writes = []
-    gate = model.term_gates["self_distillation_loss"]
-    original = type(gate).assign
-
-    def counting_assign(self, value):
-        if self is gate and isinstance(value, float):  # Not JAX's state syncs (arrays).
-            writes.append(float(ops.convert_to_numpy(value)))
-        return original(self, value)
-
-    monkeypatch.setattr(type(gate), "assign", counting_assign)
     x, y = make_data(24)
     schedule = AuxiliaryLossSchedule(terms="self_distillation_loss", total_steps=6)
     schedule_start = math.ceil(0.8 * 6)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[schedule])
     assert schedule.start_step == schedule_start == 5
-    assert writes == [0.0, 1.0]
+    assert model.switches == [{"self_distillation_loss"}, set()]
 
 
 def test_schedule_errors_at_train_begin():
@@ -265,11 +268,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     tail = resumed.fit(x, y, callbacks=[backup, *callbacks()], **kwargs)
 
     assert int(resumed.optimizer.iterations) == 16
+    assert resumed.skipped_terms == reference.skipped_terms == frozenset()
     for term in ("self_distillation_loss", "masked_prediction_loss"):
         np.testing.assert_allclose(tail.history[term], full.history[term][4:], rtol=1e-5)
         values = np.array(tail.history[term])  # Epochs 4 to 7.
         assert np.all(values[:2] == 0) and np.all(values[2:] != 0), values
-        assert float(resumed.term_gates[term]) == float(reference.term_gates[term]) == 1.0
     for got, expected in zip(resumed.teacher.weights, reference.teacher.weights):
         np.testing.assert_allclose(
             ops.convert_to_numpy(got), ops.convert_to_numpy(expected), atol=1e-6

@@ -41,7 +41,7 @@ def _train(*args, driver_point=None):
 def test_runs_killed_anywhere_resume_to_the_uninterrupted_weights(tmp_path):
     """SIGKILL half-way through writing a backup, as a step is about to run, and half-way
     through writing the checkpoint; each time the same command resumes. 8 steps, 2 per
-    epoch; SILC/TIPS switch on at step 7, so the teacher and gates cross the kills."""
+    epoch; SILC/TIPS switch on at step 7, so the teacher and the schedule cross the kills."""
     reference = _train("--workdir", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr[-2000:]
     killed = tmp_path / "killed"

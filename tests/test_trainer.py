@@ -87,7 +87,7 @@ def test_fit_with_every_term(naflex):
     terms = ["sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss"]
     for logs in recorder.logs:
         assert all(np.isfinite(logs[t]) for t in [*terms, "loss"]), logs
-    # Delayed terms: gated off (and not computed) for the first half, on afterwards.
+    # Delayed terms: skipped (logged as 0) for the first half, on afterwards.
     for step, logs in enumerate(recorder.logs):
         for term in terms[2:]:
             assert (logs[term] == 0.0) == (step < steps // 2), (step, term, logs[term])

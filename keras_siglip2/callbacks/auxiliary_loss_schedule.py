@@ -7,25 +7,24 @@ from keras import ops
 
 
 class AuxiliaryLossSchedule(keras.callbacks.Callback):
-    """Gates `terms` off for the first `start_fraction` of training and on afterwards.
+    """Skips `terms` for the first `start_fraction` of training and computes them afterwards.
 
     SigLIP 2 adds its self-distillation and masked-prediction losses for the last 20% of
     training. Training step `s` (0-based, the value of `model.optimizer.iterations` before
-    the step) runs with `model.term_gates[t] = 1.0` if `s >= start_fraction * total_steps`,
-    else 0.0, for every `t` in `terms`; that first step is `self.start_step`. The gates are
-    variables read by the compiled train step, so switching never recompiles, and they are
-    assigned only when their value changes. A model with `skipped_terms` (e.g.
-    `SigLIP2Trainer`) also leaves the terms out of its train step while they are off
-    (one retrace at each switch), so they cost no compute then.
+    the step) runs with `terms` in `model.skipped_terms` (not computed, logged as 0) if
+    `s < start_fraction * total_steps`, else with them computed; that first step is
+    `self.start_step`. `model.skipped_terms` is assigned only when it changes (the model
+    retraces its train step then: `SigLIP2Trainer` does), so the terms cost no compute
+    while off.
 
     Because the step comes from the optimizer, a run resumed by
     `keras.callbacks.BackupAndRestore` switches at the same step as an uninterrupted one.
     `total_steps` defaults to `steps * epochs` of the current `fit` call; pass it
     explicitly when training is split over several `fit` calls or the dataset length is
-    unknown. With `steps_per_execution=k` the gates change at an execution boundary.
+    unknown. With `steps_per_execution=k` the terms switch at an execution boundary.
 
     Args:
-        terms: keys of `model.term_gates` to schedule.
+        terms: names of `model.terms` to schedule.
         start_fraction: fraction of `total_steps` after which the terms are on.
         total_steps: optimizer steps of the whole run.
 
@@ -35,7 +34,7 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
     800
 
     In training: `model.fit(data, epochs=10, callbacks=[schedule])`, where `model` exposes
-    `term_gates` (e.g. `SigLIP2Trainer`).
+    `terms` and a settable `skipped_terms` (e.g. `SigLIP2Trainer`).
     """
 
     def __init__(
@@ -50,7 +49,7 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
         self.terms = (terms,) if isinstance(terms, str) else tuple(terms)
         self.start_fraction = start_fraction
         self.total_steps = total_steps
-        self._gates_on = None
+        self._terms_on = None
         self._skip_calls = 0
 
     @property
@@ -67,24 +66,24 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
         return None
 
     def on_train_begin(self, logs=None):
-        gates = getattr(self.model, "term_gates", None)
-        if gates is None:
+        model = self.model
+        if not hasattr(model, "skipped_terms") or not hasattr(model, "terms"):
             raise ValueError(
-                f"AuxiliaryLossSchedule needs `model.term_gates`, a dict of loss-term name -> "
-                f"gate variable; {type(self.model).__name__} has none."
+                f"AuxiliaryLossSchedule needs `model.terms` (the loss-term names) and a "
+                f"settable `model.skipped_terms`; {type(model).__name__} has none."
             )
-        unknown = [t for t in self.terms if t not in gates]
+        unknown = [t for t in self.terms if t not in model.terms]
         if unknown:
             raise ValueError(
-                f"AuxiliaryLossSchedule: unknown term(s) {unknown}; model.term_gates has "
-                f"{sorted(gates)}."
+                f"AuxiliaryLossSchedule: unknown term(s) {unknown}; model.terms are "
+                f"{list(model.terms)}."
             )
         if self.start_step is None:
             raise ValueError(
                 "AuxiliaryLossSchedule needs the run's length: pass `total_steps`, or call "
                 "fit with data of known length (or `steps_per_epoch`)."
             )
-        self._gates_on = None
+        self._terms_on = None
         self._skip_calls = 0
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -95,17 +94,12 @@ class AuxiliaryLossSchedule(keras.callbacks.Callback):
         step = int(ops.convert_to_numpy(model.optimizer.iterations))
         start = self.start_step
         on = step >= start
-        if on != self._gates_on:
-            value = 1.0 if on else 0.0
-            for term in self.terms:
-                gate = model.term_gates[term]
-                if self._gates_on is not None or float(ops.convert_to_numpy(gate)) != value:
-                    gate.assign(value)
-            self._gates_on = on
-            if hasattr(model, "skipped_terms"):  # retrace without the terms' compute
-                skipped = set(model.skipped_terms) - set(self.terms)
-                model.skipped_terms = frozenset(skipped if on else skipped | set(self.terms))
-                model.make_train_function(force=True)
+        if on != self._terms_on:
+            others = set(model.skipped_terms) - set(self.terms)
+            skipped = frozenset(others if on else others | set(self.terms))
+            if skipped != model.skipped_terms:
+                model.skipped_terms = skipped
+            self._terms_on = on
         # Iterations grow by at most `steps_per_execution` per call and never shrink within
         # a fit, so no read is needed until the switch could be reached (none once on).
         per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))

@@ -41,7 +41,7 @@ class TrainingBackup(keras.callbacks.Callback):
     """Backs up the model and optimizer after every epoch; resumes `fit` from the newest backup.
 
     Each backup (`directory/epoch-EEEEE.weights.h5`: every weight of the model, e.g. an EMA
-    teacher and loss gates, with the optimizer's state and step) is written to a temporary
+    teacher and DINO centres, with the optimizer's state and step) is written to a temporary
     file and renamed into place, so a run killed at any moment leaves whole backups only;
     the `keep` newest are kept. If `directory` holds none when training begins, the state at
     that moment is backed up first, so there always is a state to go back to.

@@ -16,6 +16,12 @@ import numpy as np
 
 from keras_siglip2.converters.download import download, is_url
 from keras_siglip2.converters.file_errors import reading
+from keras_siglip2.converters.tower_walker import (
+    heads_layout,
+    load_tensors,
+    scalar,
+    tower_tensors,
+)
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
@@ -266,45 +272,43 @@ def infer_config(shapes, source="checkpoint", image_size=None):
 
 
 # ---------------------------------------------------------------------------
-# Name mapping: (big_vision sub-name, Keras variable, transform or None).
+# Naming of the towers (walked by `tower_walker`).
+
+# Our layer / variable names → big_vision's (unlisted names are the same).
+_NAMES = {
+    "norm1": "LayerNorm_0", "attention": "MultiHeadDotProductAttention_0",
+    "norm2": "LayerNorm_1", "mlp": "MlpBlock_0", "fc1": "Dense_0", "fc2": "Dense_1",
+    "norm": "LayerNorm_0", "gamma": "scale", "beta": "bias",
+}
 
 
-def _heads_in(x):  # q/k/v kernel (D, H, hd) → (D, H·hd); bias (H, hd) → (H·hd,)
-    return x.reshape(x.shape[0], -1) if x.ndim == 3 else x.reshape(-1)
+def _block_of_stack(i, depth, then):
+    def pick(x):
+        if x.shape[0] != depth:
+            raise ValueError(f"its leading axis should stack the {depth} blocks")
+        return x[i] if then is None else then(x[i])
+
+    return pick
 
 
-def _heads_out(x):  # out kernel (H, hd, D) → (H·hd, D)
-    return x.reshape(-1, x.shape[-1])
+def _naming(root, encoder, scanned, num_heads, depth):
+    """Names the tensors of the tower under `root` ("img" / "txt"), encoder at `encoder`."""
 
+    def naming(path):
+        where, *rest = path
+        if where == "block":
+            i, *rest = rest
+            prefix = f"{root}/{encoder}/" + ("encoderblock" if scanned else f"encoderblock_{i}")
+        elif where == "final_norm":
+            prefix = f"{root}/{encoder}/encoder_norm"
+        else:
+            prefix = f"{root}/MAPHead_0"
+        transform = heads_layout(path, num_heads)
+        if where == "block" and scanned:
+            transform = _block_of_stack(i, depth, transform)
+        return "/".join([prefix, *(_NAMES.get(name, name) for name in rest)]), transform
 
-def _layer_norm(name, norm):
-    return [(f"{name}/scale", norm.gamma, None), (f"{name}/bias", norm.beta, None)]
-
-
-def _dense(name, dense, kernel_fn=None, bias_fn=None):
-    return [(f"{name}/kernel", dense.kernel, kernel_fn), (f"{name}/bias", dense.bias, bias_fn)]
-
-
-def _attention(name, attention):
-    return [
-        *_dense(f"{name}/query", attention.query_dense, _heads_in, _heads_in),
-        *_dense(f"{name}/key", attention.key_dense, _heads_in, _heads_in),
-        *_dense(f"{name}/value", attention.value_dense, _heads_in, _heads_in),
-        *_dense(f"{name}/out", attention.out_dense, _heads_out),
-    ]
-
-
-def _mlp(name, mlp):
-    return [*_dense(f"{name}/Dense_0", mlp.fc1), *_dense(f"{name}/Dense_1", mlp.fc2)]
-
-
-def _block(block):
-    return [
-        *_layer_norm("LayerNorm_0", block.norm1),
-        *_attention("MultiHeadDotProductAttention_0", block.attention),
-        *_layer_norm("LayerNorm_1", block.norm2),
-        *_mlp("MlpBlock_0", block.mlp),
-    ]
+    return naming
 
 
 def _table(layer):
@@ -314,58 +318,40 @@ def _table(layer):
     return variable
 
 
-def _put(loader, variable, value, fn):
-    loader.assign(variable, fn(value) if fn else value)
+def _first(x):  # (1, N, D) position embedding → (N, D)
+    return x[0]
 
 
-def _load_encoder(loader, root, encoder, scanned):
-    per_block = [_block(b) for b in encoder.blocks]
-    if scanned:
-        # Read each stacked tensor once and hand out its slices.
-        for j, (name, _, fn) in enumerate(per_block[0]):
-            stacked = loader.take(f"{root}/encoderblock/{name}")
-            if stacked.shape[0] != len(per_block):
-                raise WeightLoadingError(
-                    f"{loader.source_name}: '{root}/encoderblock/{name}' stacks "
-                    f"{stacked.shape[0]} blocks, expected {len(per_block)}."
-                )
-            for i, params in enumerate(per_block):
-                _put(loader, params[j][1], stacked[i], fn)
-    else:
-        for i, params in enumerate(per_block):
-            for name, variable, fn in params:
-                _put(loader, variable, loader.take(f"{root}/encoderblock_{i}/{name}"), fn)
-    for name, variable, fn in _layer_norm(f"{root}/encoder_norm", encoder.final_norm):
-        _put(loader, variable, loader.take(name), fn)
+def _backbone_tensors(backbone, naflex, scanned):
+    vision, text = backbone.vision_encoder, backbone.text_encoder
+    vision_naming = _naming(
+        "img", "Transformer", scanned["img"], vision.encoder.num_heads, vision.encoder.num_layers
+    )
+    text_naming = _naming(
+        "txt", "Encoder_0", scanned["txt"], text.encoder.num_heads, text.encoder.num_layers
+    )
+    return [
+        ("img/embedding/kernel", vision.patch_embedding.kernel, None),
+        ("img/embedding/bias", vision.patch_embedding.bias, None),
+        ("img/pos_embedding", _table(vision.position_embedding), None if naflex else _first),
+        *tower_tensors(vision_naming, vision.encoder, vision.head),
+        ("txt/Embed_0/embedding", _table(text.token_embedding), None),
+        *tower_tensors(text_naming, text.encoder),
+        ("txt/head/kernel", text.head.kernel, None),
+        ("txt/head/bias", text.head.bias, None),
+        # `t` is big_vision's log-temperature.
+        ("t", backbone.logits_head.logit_scale, scalar),
+        ("b", backbone.logits_head.logit_bias, scalar),
+    ]
 
 
-def _load_vision(loader, vision, naflex, scanned):
-    _put(loader, vision.patch_embedding.kernel, loader.take("img/embedding/kernel"), None)
-    _put(loader, vision.patch_embedding.bias, loader.take("img/embedding/bias"), None)
-    pos = loader.take("img/pos_embedding")
-    _put(loader, _table(vision.position_embedding), pos if naflex else pos[0], None)
-    _load_encoder(loader, "img/Transformer", vision.encoder, scanned)
-    head = vision.head
-    _put(loader, head.probe, loader.take("img/MAPHead_0/probe"), None)
-    for name, variable, fn in [
-        *_attention("img/MAPHead_0/MultiHeadDotProductAttention_0", head.attention),
-        *_layer_norm("img/MAPHead_0/LayerNorm_0", head.norm),
-        *_mlp("img/MAPHead_0/MlpBlock_0", head.mlp),
-    ]:
-        _put(loader, variable, loader.take(name), fn)
-
-
-def _load_text(loader, text, scanned):
-    _put(loader, _table(text.token_embedding), loader.take("txt/Embed_0/embedding"), None)
+def _load_text_positions(loader, text):
     pos = loader.take("txt/pos_embedding")[0]
     if "txt/Encoder_0/pos_embedding" in loader.tensors:
         # Some older text towers add a second position embedding inside the
         # encoder; big_vision's text_transformer.load sums the two.
         pos = pos + loader.take("txt/Encoder_0/pos_embedding")[0]
-    _put(loader, _table(text.position_embedding), pos, None)
-    _load_encoder(loader, "txt/Encoder_0", text.encoder, scanned)
-    _put(loader, text.head.kernel, loader.take("txt/head/kernel"), None)
-    _put(loader, text.head.bias, loader.take("txt/head/bias"), None)
+    loader.assign(_table(text.position_embedding), pos)
 
 
 def load_backbone(path_or_file, dtype=None, image_size=None, remat=False):
@@ -412,15 +398,8 @@ def load_backbone(path_or_file, dtype=None, image_size=None, remat=False):
             dtype=dtype,
         )
         loader = WeightLoader(checkpoint, name)
-        _load_vision(
-            loader, backbone.vision_encoder, config["naflex"], config["scanned"]["img"]
-        )
-        _load_text(loader, backbone.text_encoder, config["scanned"]["txt"])
-        for key, variable in (
-            ("t", backbone.logits_head.logit_scale),
-            ("b", backbone.logits_head.logit_bias),
-        ):
-            _put(loader, variable, loader.take(key).reshape(()), None)
+        load_tensors(loader, _backbone_tensors(backbone, config["naflex"], config["scanned"]))
+        _load_text_positions(loader, backbone.text_encoder)
         loader.finish(backbone)
     finally:
         checkpoint.close()

@@ -5,12 +5,11 @@ import pathlib
 import socket
 import tempfile
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
+
+import keras
 
 CACHE_ENV_VAR = "KERAS_SIGLIP2_CACHE"
-_CHUNK = 1 << 20
 
 
 class DownloadError(OSError):
@@ -83,15 +82,17 @@ def download(url, cache=None, timeout=10.0):
     """Returns a local path to the file at `url`, downloading it once into the cache.
 
     `gs://` URLs are read over HTTPS from storage.googleapis.com (public
-    buckets only). The file is written to a temporary name and renamed when
-    complete, so an interrupted download never leaves a truncated file behind.
-    Without network access this fails within about `timeout` seconds with a
-    `DownloadError` that says where to put a copy fetched elsewhere.
+    buckets only). The file is fetched with `keras.utils.get_file` under a
+    temporary name and renamed when complete, so an interrupted download never
+    leaves a truncated file behind. The host is resolved and connected to
+    first, so without network access this fails within about `timeout`
+    seconds with a `DownloadError` that says where to put a copy fetched
+    elsewhere.
 
     Args:
         url: `https://...`, `http://...` or `gs://bucket/...`.
         cache: cache folder; default `$KERAS_SIGLIP2_CACHE` or `~/.cache/keras_siglip2`.
-        timeout: seconds allowed for resolving, connecting and each read.
+        timeout: seconds allowed for resolving the host and connecting to it.
 
     Example:
     >>> path = download("gs://big_vision/siglip2/siglip2_b16_224.npz")  # doctest: +SKIP
@@ -103,27 +104,24 @@ def download(url, cache=None, timeout=10.0):
     if target.is_file():
         return target
     parts = urllib.parse.urlsplit(https_url)
+    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     try:
-        resolve_host(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout
-        )
+        resolve_host(*address, timeout)
+        socket.create_connection(address, timeout).close()
         target.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(https_url, timeout=timeout) as response:
-            expected = response.headers.get("Content-Length")
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            try:
-                written = 0
-                with os.fdopen(fd, "wb") as out:
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-                if expected is not None and written != int(expected):
-                    raise OSError(f"received {written} of {expected} bytes")
-                os.replace(tmp_name, target)
-            except BaseException:
-                pathlib.Path(tmp_name).unlink(missing_ok=True)
-                raise
-    except (OSError, urllib.error.URLError, ValueError) as e:
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            # An absolute `cache_subdir` is where get_file puts the file; it deletes
+            # a partial file itself when the transfer fails.
+            keras.utils.get_file(
+                fname=os.path.basename(partial), origin=https_url,
+                cache_subdir=str(target.parent), force_download=True,
+            )
+            os.replace(partial, target)
+        finally:
+            pathlib.Path(partial).unlink(missing_ok=True)
+    except Exception as e:  # get_file reports HTTP and URL errors as a bare Exception.
         raise DownloadError(
             f"Could not download {https_url}: {e}. If this machine is offline, "
             f"download the file elsewhere (e.g. `curl -O {https_url}`), copy it "

@@ -38,6 +38,7 @@ import numpy as np
 from safetensors import safe_open
 
 from keras_siglip2.converters.file_errors import read_json, reading
+from keras_siglip2.converters.tower_walker import load_tensors, scalar, tower_tensors
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
@@ -272,105 +273,96 @@ def _build_backbone(config, path, dtype, remat):
 # ---------------------------------------------------------------------------
 
 
-def _linear(loader, dense, key):
-    loader.assign(dense.kernel, loader.take(f"{key}.weight").T)
-    loader.assign(dense.bias, loader.take(f"{key}.bias"))
+# Our layer / variable names → transformers' (unlisted names are the same).
+_NAMES = {
+    "norm1": "layer_norm1", "norm2": "layer_norm2", "norm": "layernorm",
+    "query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj",
+    "gamma": "weight", "beta": "bias", "kernel": "weight",
+}
+_QKV = ("query", "key", "value")
 
 
-def _layer_norm(loader, norm, key):
-    loader.assign(norm.gamma, loader.take(f"{key}.weight"))
-    loader.assign(norm.beta, loader.take(f"{key}.bias"))
+def _packed_qkv(index, then):
+    def pick(x):
+        if x.shape[0] % 3:
+            raise ValueError("expected query, key and value stacked on the first axis (3·D, ...)")
+        part = np.split(x, 3)[index]
+        return part if then is None else then(part)
+
+    return pick
 
 
-def _encoder(loader, encoder, prefix, final_norm_key):
-    for i, block in enumerate(encoder.blocks):
-        key = f"{prefix}.encoder.layers.{i}"
-        _layer_norm(loader, block.norm1, f"{key}.layer_norm1")
-        for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "out")):
-            _linear(loader, getattr(block.attention, f"{ours}_dense"),
-                    f"{key}.self_attn.{theirs}_proj")
-        _layer_norm(loader, block.norm2, f"{key}.layer_norm2")
-        _linear(loader, block.mlp.fc1, f"{key}.mlp.fc1")
-        _linear(loader, block.mlp.fc2, f"{key}.mlp.fc2")
-    _layer_norm(loader, encoder.final_norm, f"{prefix}.{final_norm_key}")
+def _naming(tower, final_norm):
+    """Names the tensors of `tower` ("vision_model" / "text_model"), its last LN `final_norm`."""
+
+    def naming(path):
+        where, *rest = path
+        transform = np.transpose if rest[-1] == "kernel" else None  # Linear.weight is (out, in)
+        if where == "block":
+            i, *rest = rest
+            prefix = f"{tower}.encoder.layers.{i}"
+            rest = ["self_attn" if name == "attention" else name for name in rest]
+        elif where == "final_norm":
+            prefix = f"{tower}.{final_norm}"
+        else:
+            prefix = f"{tower}.head"
+            if rest[0] == "attention" and rest[1] in _QKV:
+                # torch.nn.MultiheadAttention packs q, k, v into in_proj_weight / in_proj_bias.
+                key = f"{prefix}.attention.in_proj_{_NAMES.get(rest[2], rest[2])}"
+                return key, _packed_qkv(_QKV.index(rest[1]), transform)
+        return ".".join([prefix, *(_NAMES.get(name, name) for name in rest)]), transform
+
+    return naming
 
 
-def _map_head(loader, head, key):
-    loader.assign(head.probe, loader.take(f"{key}.probe"))
-    in_weight = loader.take(f"{key}.attention.in_proj_weight")
-    in_bias = loader.take(f"{key}.attention.in_proj_bias")
-    if in_weight.shape[0] % 3 or in_bias.shape[0] != in_weight.shape[0]:
-        raise WeightLoadingError(
-            f"'{key}.attention.in_proj_weight' has shape {in_weight.shape} (and the "
-            f"bias {in_bias.shape}): expected (3·D, D) and (3·D,) packing q, k, v."
+def _naflex_positions(grid):
+    def to_grid(x):  # (num_patches, D), rows first
+        if x.shape[0] != grid * grid:
+            raise ValueError(f"expected num_patches = {grid}² = {grid * grid} rows")
+        return x.reshape(grid, grid, -1)
+
+    return to_grid
+
+
+def _conv_kernel(x):  # Conv2d (D, 3, P, P) → Keras Conv2D (P, P, 3, D)
+    if x.ndim != 4:
+        raise ValueError("expected a Conv2d patch embedding (D, 3, P, P)")
+    return x.transpose(2, 3, 1, 0)
+
+
+def _backbone_tensors(backbone):
+    vision, text = backbone.vision_encoder, backbone.text_encoder
+    v, t = "vision_model.embeddings", "text_model.embeddings"
+    if backbone.is_naflex:
+        # (D, P·P·3) on patches flattened as (P, P, 3) row-major, like ours.
+        patches = (f"{v}.patch_embedding.weight", vision.patch_embedding.kernel, np.transpose)
+        positions = (
+            f"{v}.position_embedding.weight", vision.position_embedding.embeddings,
+            _naflex_positions(vision.position_embedding.grid_size),
         )
-    weights = np.split(in_weight, 3, axis=0)
-    biases = np.split(in_bias, 3, axis=0)
-    for name, w, b in zip(("query", "key", "value"), weights, biases):
-        dense = getattr(head.attention, f"{name}_dense")
-        loader.assign(dense.kernel, w.T)
-        loader.assign(dense.bias, b)
-    _linear(loader, head.attention.out_dense, f"{key}.attention.out_proj")
-    _layer_norm(loader, head.norm, f"{key}.layernorm")
-    _linear(loader, head.mlp.fc1, f"{key}.mlp.fc1")
-    _linear(loader, head.mlp.fc2, f"{key}.mlp.fc2")
+    else:
+        patches = (f"{v}.patch_embedding.weight", vision.patch_embedding.kernel, _conv_kernel)
+        positions = (
+            f"{v}.position_embedding.weight", vision.position_embedding.position_embeddings, None
+        )
+    return [
+        patches,
+        (f"{v}.patch_embedding.bias", vision.patch_embedding.bias, None),
+        positions,
+        *tower_tensors(_naming("vision_model", "post_layernorm"), vision.encoder, vision.head),
+        (f"{t}.token_embedding.weight", text.token_embedding.embeddings, None),
+        (f"{t}.position_embedding.weight", text.position_embedding.position_embeddings, None),
+        *tower_tensors(_naming("text_model", "final_layer_norm"), text.encoder),
+        ("text_model.head.weight", text.head.kernel, np.transpose),
+        ("text_model.head.bias", text.head.bias, None),
+        ("logit_scale", backbone.logits_head.logit_scale, scalar),
+        ("logit_bias", backbone.logits_head.logit_bias, scalar),
+    ]
 
 
 def _load_weights(backbone, tensors, source_name, prefix):
     loader = WeightLoader(_Prefixed(tensors, prefix) if prefix else tensors, source_name)
-    vision, text = backbone.vision_encoder, backbone.text_encoder
-
-    # Image tower.
-    v = "vision_model"
-    patch_weight = loader.take(f"{v}.embeddings.patch_embedding.weight")
-    if backbone.is_naflex:
-        # (D, P·P·3) on patches flattened as (P, P, 3) row-major, like ours.
-        loader.assign(vision.patch_embedding.kernel, patch_weight.T)
-        grid = vision.position_embedding.grid_size
-        pos = loader.take(f"{v}.embeddings.position_embedding.weight")
-        if pos.shape[0] != grid * grid:
-            raise WeightLoadingError(
-                f"{source_name}: the position embedding has {pos.shape[0]} rows, "
-                f"expected num_patches = {grid}² = {grid * grid}."
-            )
-        loader.assign(vision.position_embedding.embeddings, pos.reshape(grid, grid, -1))
-    else:
-        if patch_weight.ndim != 4:
-            raise WeightLoadingError(
-                f"{source_name}: expected a Conv2d patch embedding (D, 3, P, P), got "
-                f"{patch_weight.shape}."
-            )
-        loader.assign(vision.patch_embedding.kernel, patch_weight.transpose(2, 3, 1, 0))
-        loader.assign(
-            vision.position_embedding.position_embeddings,
-            loader.take(f"{v}.embeddings.position_embedding.weight"),
-        )
-    loader.assign(vision.patch_embedding.bias, loader.take(f"{v}.embeddings.patch_embedding.bias"))
-    _encoder(loader, vision.encoder, v, "post_layernorm")
-    _map_head(loader, vision.head, f"{v}.head")
-
-    # Text tower.
-    t = "text_model"
-    loader.assign(
-        text.token_embedding.embeddings,
-        loader.take(f"{t}.embeddings.token_embedding.weight"),
-    )
-    loader.assign(
-        text.position_embedding.position_embeddings,
-        loader.take(f"{t}.embeddings.position_embedding.weight"),
-    )
-    _encoder(loader, text.encoder, t, "final_layer_norm")
-    _linear(loader, text.head, f"{t}.head")
-
-    # Logit head: (1,) tensors → scalars.
-    for name in ("logit_scale", "logit_bias"):
-        value = loader.take(name)
-        if value.size != 1:
-            raise WeightLoadingError(
-                f"{source_name}: '{name}' should hold one value, got shape {value.shape}."
-            )
-        loader.assign(getattr(backbone.logits_head, name), value.reshape(()))
-
+    load_tensors(loader, _backbone_tensors(backbone))
     loader.finish(backbone)
 
 

@@ -7,8 +7,10 @@ shard size, `model.weights.json` with `model_NNNNN.weights.h5` shards),
 and `image_converter.json` and/or `preprocessor.json`.
 
 The weights are read straight from the H5 file(s) Keras wrote, without
-building keras-hub's model: every tensor is mapped once through
-`WeightLoader`, so a tensor left over or a variable left unset is an error.
+building keras-hub's model (Keras' own `load_weights` would ignore extra
+tensors in the file): the towers are walked by `tower_walker` and every tensor
+is mapped once through `WeightLoader`, so a tensor left over or a variable
+left unset is an error.
 
 Layout of the H5 file (Keras 3 `save_weights`): one group per layer, named after
 the layer's class in snake case, numbered `_1`, `_2`, ... in the order the
@@ -39,6 +41,7 @@ import os
 import numpy as np
 
 from keras_siglip2.converters.file_errors import CorruptFileError, read_json, reading
+from keras_siglip2.converters.tower_walker import heads_layout, load_tensors, tower_tensors
 from keras_siglip2.converters.weight_loader import WeightLoader, WeightLoadingError
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.text_encoder import SigLIP2TextEncoder
@@ -402,114 +405,78 @@ def _layer_group(class_snake, index):
     return class_snake if index == 0 else f"{class_snake}_{index}"
 
 
-def _take(loader, key, shape):
-    value = loader.take(key)
-    if value.shape != tuple(shape):
-        raise WeightLoadingError(
-            f"{loader.source_name}: tensor '{key}' has shape {value.shape}, the "
-            f"configuration implies {tuple(shape)}."
-        )
-    return value
+# Our layer / variable names → keras-hub's (unlisted names are the same). A layer's
+# variables are `vars/0`, `vars/1`, ... in creation order: LayerNormalization
+# creates gamma, then beta; Dense and EinsumDense the kernel, then the bias.
+_NAMES = {
+    "norm1": "layer_norm1", "norm2": "layer_norm2", "norm": "layer_norm",
+    "query": "query_dense", "key": "key_dense", "value": "value_dense", "out": "output_dense",
+    "gamma": "vars/0", "beta": "vars/1", "kernel": "vars/0", "bias": "vars/1", "probe": "vars/0",
+}
 
 
-def _vars(prefix, i):
-    return f"{prefix}/vars/{i}"
+_VISION = "layers/sig_lip_vision_encoder/layers"
+_TEXT = "layers/sig_lip_text_encoder/layers"
+_VISION_EMBEDDING = f"{_VISION}/sig_lip_vision_embedding"
+_TEXT_EMBEDDING = f"{_TEXT}/sig_lip_text_embedding"
 
 
-def _load_dense(loader, prefix, dense):
-    loader.assign(dense.kernel, _take(loader, _vars(prefix, 0), dense.kernel.shape))
-    loader.assign(dense.bias, _take(loader, _vars(prefix, 1), dense.bias.shape))
+def _naming(tower, num_heads):
+    """Names the tensors of `tower` (the group of its layers) in the H5 file."""
 
+    def naming(path):
+        where, *rest = path
+        if where == "block":
+            i, *rest = rest
+            prefix = f"{tower}/{_layer_group('sig_lip_encoder_layer', i)}"
+            rest = ["self_attn" if name == "attention" else name for name in rest]
+        elif where == "final_norm":
+            prefix = f"{tower}/layer_normalization"
+        else:
+            prefix = f"{tower}/sig_lip_multi_head_attention_pooling"
+        key = "/".join([prefix, *(_NAMES.get(name, name) for name in rest)])
+        return key, heads_layout(path, num_heads)
 
-def _load_layer_norm(loader, prefix, norm):
-    # LayerNormalization creates gamma, then beta.
-    loader.assign(norm.gamma, _take(loader, _vars(prefix, 0), norm.gamma.shape))
-    loader.assign(norm.beta, _take(loader, _vars(prefix, 1), norm.beta.shape))
-
-
-def _load_attention(loader, prefix, attention, num_heads):
-    width = attention.query_dense.kernel.shape[0]
-    head_dim = width // num_heads
-    for ours, theirs in (
-        (attention.query_dense, "query_dense"),
-        (attention.key_dense, "key_dense"),
-        (attention.value_dense, "value_dense"),
-    ):
-        kernel = _take(loader, _vars(f"{prefix}/{theirs}", 0), (width, num_heads, head_dim))
-        bias = _take(loader, _vars(f"{prefix}/{theirs}", 1), (num_heads, head_dim))
-        loader.assign(ours.kernel, kernel.reshape(width, num_heads * head_dim))
-        loader.assign(ours.bias, bias.reshape(num_heads * head_dim))
-    kernel = _take(loader, _vars(f"{prefix}/output_dense", 0), (num_heads, head_dim, width))
-    loader.assign(attention.out_dense.kernel, kernel.reshape(num_heads * head_dim, width))
-    loader.assign(
-        attention.out_dense.bias, _take(loader, _vars(f"{prefix}/output_dense", 1), (width,))
-    )
-
-
-def _load_mlp(loader, prefix, mlp):
-    _load_dense(loader, f"{prefix}/fc1", mlp.fc1)
-    _load_dense(loader, f"{prefix}/fc2", mlp.fc2)
-
-
-def _load_encoder(loader, prefix, encoder, final_norm_group):
-    for i, block in enumerate(encoder.blocks):
-        p = f"{prefix}/{_layer_group('sig_lip_encoder_layer', i)}"
-        _load_layer_norm(loader, f"{p}/layer_norm1", block.norm1)
-        _load_attention(loader, f"{p}/self_attn", block.attention, encoder.num_heads)
-        _load_layer_norm(loader, f"{p}/layer_norm2", block.norm2)
-        _load_mlp(loader, f"{p}/mlp", block.mlp)
-    _load_layer_norm(loader, f"{prefix}/{final_norm_group}", encoder.final_norm)
+    return naming
 
 
 def _check_position_ids(loader, key, length):
-    ids = _take(loader, key, (1, length))
-    if not np.array_equal(ids[0], np.arange(length)):
+    ids = loader.take(key)
+    if ids.shape != (1, length) or not np.array_equal(ids[0], np.arange(length)):
         raise WeightLoadingError(
-            f"{loader.source_name}: '{key}' is not 0..{length - 1} in order; "
-            "a permuted position table is not supported."
+            f"{loader.source_name}: '{key}' (shape {ids.shape}) is not the positions "
+            f"0..{length - 1} in order, as (1, {length}); a permuted position table "
+            "is not supported."
         )
 
 
-def _load_vision(loader, vision):
-    prefix = "layers/sig_lip_vision_encoder/layers"
-    emb = f"{prefix}/sig_lip_vision_embedding"
-    num_patches = vision.position_embedding.position_embeddings.shape[0]
-    _check_position_ids(loader, _vars(emb, 0), num_patches)
-    _load_layer_conv(loader, f"{emb}/patch_embedding", vision.patch_embedding)
-    table = vision.position_embedding.position_embeddings
-    loader.assign(table, _take(loader, _vars(f"{emb}/position_embedding", 0), table.shape))
-    _load_encoder(loader, prefix, vision.encoder, "layer_normalization")
-    head = f"{prefix}/sig_lip_multi_head_attention_pooling"
-    probe = vision.head.probe
-    loader.assign(probe, _take(loader, _vars(head, 0), probe.shape))
-    _load_attention(loader, f"{head}/attention", vision.head.attention, vision.head.num_heads)
-    _load_layer_norm(loader, f"{head}/layer_norm", vision.head.norm)
-    _load_mlp(loader, f"{head}/mlp", vision.head.mlp)
+def _backbone_tensors(backbone):
+    vision, text = backbone.vision_encoder, backbone.text_encoder
+    v, t, v_emb, t_emb = _VISION, _TEXT, _VISION_EMBEDDING, _TEXT_EMBEDDING
+    return [
+        # Conv2D kernel (kh, kw, in, out) in both models, whatever the data format.
+        (f"{v_emb}/patch_embedding/vars/0", vision.patch_embedding.kernel, None),
+        (f"{v_emb}/patch_embedding/vars/1", vision.patch_embedding.bias, None),
+        (f"{v_emb}/position_embedding/vars/0",
+         vision.position_embedding.position_embeddings, None),
+        *tower_tensors(_naming(v, vision.encoder.num_heads), vision.encoder, vision.head),
+        (f"{t_emb}/token_embedding/vars/0", text.token_embedding.embeddings, None),
+        (f"{t_emb}/position_embedding/vars/0", text.position_embedding.position_embeddings, None),
+        *tower_tensors(_naming(t, text.encoder.num_heads), text.encoder),
+        (f"{t}/dense/vars/0", text.head.kernel, None),
+        (f"{t}/dense/vars/1", text.head.bias, None),
+        # SigLIPHead creates logit_scale (log-temperature), then logit_bias.
+        ("layers/sig_lip_head/vars/0", backbone.logits_head.logit_scale, None),
+        ("layers/sig_lip_head/vars/1", backbone.logits_head.logit_bias, None),
+    ]
 
 
-def _load_layer_conv(loader, prefix, conv):
-    # Conv2D kernel (kh, kw, in, out) in both models, whatever the data format.
-    loader.assign(conv.kernel, _take(loader, _vars(prefix, 0), conv.kernel.shape))
-    loader.assign(conv.bias, _take(loader, _vars(prefix, 1), conv.bias.shape))
-
-
-def _load_text(loader, text):
-    prefix = "layers/sig_lip_text_encoder/layers"
-    emb = f"{prefix}/sig_lip_text_embedding"
-    _check_position_ids(loader, _vars(emb, 0), text.sequence_length)
-    tokens = text.token_embedding.embeddings
-    loader.assign(tokens, _take(loader, _vars(f"{emb}/token_embedding", 0), tokens.shape))
-    table = text.position_embedding.position_embeddings
-    loader.assign(table, _take(loader, _vars(f"{emb}/position_embedding", 0), table.shape))
-    _load_encoder(loader, prefix, text.encoder, "layer_normalization")
-    _load_dense(loader, f"{prefix}/dense", text.head)
-
-
-def _load_logits(loader, logits_head):
-    prefix = "layers/sig_lip_head"
-    # SigLIPHead creates logit_scale (log-temperature), then logit_bias.
-    loader.assign(logits_head.logit_scale, _take(loader, _vars(prefix, 0), ()))
-    loader.assign(logits_head.logit_bias, _take(loader, _vars(prefix, 1), ()))
+def _load_weights(loader, backbone):
+    num_patches = backbone.vision_encoder.position_embedding.position_embeddings.shape[0]
+    _check_position_ids(loader, f"{_VISION_EMBEDDING}/vars/0", num_patches)
+    _check_position_ids(loader, f"{_TEXT_EMBEDDING}/vars/0", backbone.text_encoder.sequence_length)
+    load_tensors(loader, _backbone_tensors(backbone))
+    loader.finish(backbone)
 
 
 def load_backbone(path, dtype=None, remat=False):
@@ -543,11 +510,7 @@ def load_backbone(path, dtype=None, remat=False):
 
     tensors, weights_file = open_weights(path)
     try:
-        loader = WeightLoader(tensors, f"keras-hub weights '{weights_file}'")
-        _load_vision(loader, backbone.vision_encoder)
-        _load_text(loader, backbone.text_encoder)
-        _load_logits(loader, backbone.logits_head)
-        loader.finish(backbone)
+        _load_weights(WeightLoader(tensors, f"keras-hub weights '{weights_file}'"), backbone)
     finally:
         tensors.close()
     return backbone

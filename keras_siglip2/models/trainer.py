@@ -3,64 +3,45 @@
 import keras
 from keras import ops
 
-from keras_siglip2.curation import gather_batch, learnability_scores, select_learnable
-from keras_siglip2.layers.dino_head import DINOHead
-from keras_siglip2.layers.logits import l2_normalize
-from keras_siglip2.locca_targets import DECODER_KEYS
-from keras_siglip2.losses.captioning import token_cross_entropy
-from keras_siglip2.losses.masked_prediction import masked_prediction_loss, random_patch_mask
-from keras_siglip2.losses.self_distillation import self_distillation_loss, updated_center
-from keras_siglip2.losses.collectives import batch_shards, scale_for_replicas
-from keras_siglip2.losses.sigmoid import sharded_sigmoid_loss, sigmoid_loss
+from keras_siglip2.curation import Curation
+from keras_siglip2.losses.collectives import scale_for_replicas
+from keras_siglip2.models.loss_terms import (
+    LocCaTerm,
+    SelfSupervisedTerms,
+    SigmoidTerm,
+    StudentPass,
+)
 
-TERMS = ("sigmoid_loss", "locca_loss", "self_distillation_loss", "masked_prediction_loss")
-
-
-def _clone(layer):
-    """A same-architecture copy of `layer` holding a copy of its weights."""
-    copy = layer.__class__.from_config(layer.get_config())
-    if not copy.built:
-        copy.build_from_config(layer.get_build_config())
-    copy.set_weights(layer.get_weights())
-    return copy
-
-
-@keras.saving.register_keras_serializable(package="keras_siglip2")
-def _zero_with_zero_gradients(weights):
-    """0, with zero gradients for `weights`: a skipped term's variables still get updates
-    (as unused ones do under JAX), on every backend, without the optimizer warning about
-    variables that have no gradient."""
-    return ops.cast(sum(ops.sum(w) for w in weights), "float32") * 0.0
+_DEFAULT_WEIGHTS = {"sigmoid_loss": 1.0, "locca_loss": 1.0, "self_distillation_loss": 1.0,
+                    "masked_prediction_loss": 0.25}
 
 
 class SigLIP2Trainer(keras.Model):
     """SigLIP 2 pretraining / fine-tuning with `fit`: every loss term of the recipe.
 
-    The loss is Σ_k weight_k · gate_k · term_k over the terms
-    - `sigmoid_loss`: the pairwise image-text sigmoid loss (always on);
-    - `locca_loss`: LocCa captioning / referring expressions / grounded
-      captioning from a `LocCaDecoder` cross-attending to the patch tokens;
-    - `self_distillation_loss` (SILC): an EMA teacher of the image tower sees
-      the batch's images (the global view); the student sees `local_views`;
-      DINO heads, centring and sharpening;
-    - `masked_prediction_loss` (TIPS): the student sees `mask_ratio` of its
-      patch tokens replaced by a learned mask token and predicts the
-      teacher's per-patch head outputs there.
-    `weight_k` are constants; the gates are variables that callbacks flip
-    (`AuxiliaryLossSchedule`) without recompiling. With `ema_decay`, the teacher
-    moves inside the compiled train step: each step first applies the previous
-    step's update, `teacher = d · teacher + (1 − d) · student` (no per-step host
-    work, and a resumed run applies the update its backup was written before);
-    without it, the `EMATeacher` callback moves it through `ema_pairs`. Each
-    term is logged in `fit`'s history under its name, as gate_k · term_k (0
-    while a term is off). Terms in `skipped_terms` (a set of names, which
-    `AuxiliaryLossSchedule` keeps equal to the gated-off ones) are not computed
-    at all: changing it needs
-    `make_train_function(force=True)`, one retrace.
+    The loss is Σ_k weight_k · term_k over the terms, each a `LossTerm` layer
+    (`keras_siglip2.models.loss_terms`) that owns its variables:
+    - `sigmoid_loss` (`SigmoidTerm`): the pairwise image-text sigmoid loss;
+    - `locca_loss` (`LocCaTerm`): LocCa captioning / referring expressions /
+      grounded captioning from a `LocCaDecoder` cross-attending to the patch tokens;
+    - `self_distillation_loss` and `masked_prediction_loss`
+      (`SelfSupervisedTerms`, one EMA teacher pass for both): SILC, the student
+      sees `local_views` and matches the teacher's view of the batch's images;
+      TIPS, the student sees `mask_ratio` of its patch tokens replaced by a
+      learned mask token and predicts the teacher's per-patch head outputs there.
+    The student's image tower runs once per batch and every term reads it.
+    `weight_k` are constants. Each term is logged in `fit`'s history under its
+    name. The schedule is `skipped_terms`: terms named there are not computed
+    (logged as 0); `AuxiliaryLossSchedule` sets it, and each change retraces
+    the train step once. With `ema_decay`, the teacher moves inside the
+    compiled train step: each step first applies the previous step's update,
+    `teacher = d · teacher + (1 − d) · student` (no per-step host work, and a
+    resumed run applies the update its backup was written before); without it,
+    an `EMATeacher` callback can move it through `ema_pairs`.
 
     With a `reference` backbone (ACID active curation), each incoming batch is
-    a super-batch from which the `curation_fraction` most learnable examples
-    (student loss − reference loss) are kept for the update.
+    a super-batch from which `Curation` keeps the `curation_fraction` most
+    learnable examples (student loss − reference loss) for the update.
 
     Inputs (a dict; `fit(dataset)` without labels): the backbone's inputs
     (`images` or the NaFlex keys, and `token_ids`), plus `decoder_input_ids`,
@@ -121,7 +102,6 @@ class SigLIP2Trainer(keras.Model):
     ):
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.decoder = decoder
         self.distillation_dim = distillation_dim
         self.mask_ratio = mask_ratio
         self.head_hidden_dim = head_hidden_dim
@@ -129,7 +109,6 @@ class SigLIP2Trainer(keras.Model):
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.center_momentum = center_momentum
-        self.reference = reference
         self.curation_fraction = curation_fraction
         self.loss_chunk_size = loss_chunk_size
         self.seed = seed
@@ -137,93 +116,87 @@ class SigLIP2Trainer(keras.Model):
             raise ValueError(f"ema_decay must lie in [0, 1] (or be None); got {ema_decay!r}.")
         self.ema_decay = None if ema_decay is None else float(ema_decay)
 
-        if decoder is not None and not decoder.built:
-            decoder.build(
-                (None, decoder.sequence_length),
-                (None, None, backbone.vision_encoder.hidden_dim),
-            )
-        self.terms = ["sigmoid_loss"]
+        names = ["sigmoid_loss"]
         if decoder is not None:
-            self.terms.append("locca_loss")
+            names.append("locca_loss")
         if distillation_dim is not None:
-            self.terms += ["self_distillation_loss", "masked_prediction_loss"]
-        defaults = {"sigmoid_loss": 1.0, "locca_loss": 1.0, "self_distillation_loss": 1.0,
-                    "masked_prediction_loss": 0.25}
-        unknown = set(loss_weights or {}) - set(self.terms)
+            names += ["self_distillation_loss", "masked_prediction_loss"]
+        unknown = set(loss_weights or {}) - set(names)
         if unknown:
             raise ValueError(
                 f"loss_weights names {sorted(unknown)}, which this trainer does not "
-                f"compute; its terms are {self.terms} (a decoder enables locca_loss, "
+                f"compute; its terms are {names} (a decoder enables locca_loss, "
                 "distillation_dim the self-distillation and masked-prediction terms)."
             )
-        self.loss_weights = {t: float((loss_weights or {}).get(t, defaults[t])) for t in self.terms}
-        self.term_gates = {
-            t: self.add_weight(shape=(), initializer="ones", trainable=False, name=f"{t}_gate")
-            for t in self.terms
-        }
-        self.term_trackers = {t: keras.metrics.Mean(name=t) for t in self.terms}
-        # Terms left out of the compiled step (logged as 0): AuxiliaryLossSchedule sets this
-        # while their gates are off, so the teacher and masked passes cost nothing then.
-        self.skipped_terms = frozenset()
-
-        if distillation_dim is not None:
-            vision = backbone.vision_encoder
-            width = vision.hidden_dim
-            head_args = dict(
-                out_dim=distillation_dim, hidden_dim=head_hidden_dim,
-                bottleneck_dim=head_bottleneck_dim,
-            )
-            self.global_head = DINOHead(**head_args, name="global_head")
-            self.patch_head = DINOHead(**head_args, name="patch_head")
-            for head in (self.global_head, self.patch_head):
-                head.build((None, width))
-            self.teacher = _clone(vision)
-            self.teacher_global_head = _clone(self.global_head)
-            self.teacher_patch_head = _clone(self.patch_head)
-            for layer in (self.teacher, self.teacher_global_head, self.teacher_patch_head):
-                layer.trainable = False
-            self.mask_token = self.add_weight(
-                shape=(width,), initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-                name="mask_token",
-            )
-            self.global_center = self.add_weight(
-                shape=(distillation_dim,), initializer="zeros", trainable=False,
-                name="global_center",
-            )
-            self.patch_center = self.add_weight(
-                shape=(distillation_dim,), initializer="zeros", trainable=False,
-                name="patch_center",
-            )
-            generator = keras.random.SeedGenerator(seed)
-            # Checkpoints hold weights, not seed-generator states: keeping the state
-            # in a weight makes a resumed run draw the masks an uninterrupted one would.
-            generator.state = self.add_weight(
-                shape=generator.state.shape, dtype=generator.state.dtype,
-                initializer=keras.initializers.Constant(ops.convert_to_numpy(generator.state)),
-                trainable=False, name="mask_seed",
-            )
-            object.__setattr__(self, "_mask_seeds", generator)  # untracked: no duplicate state
-            self.teacher_steps = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="teacher_steps"
-            )
-        if reference is not None:
-            reference.trainable = False
+        weights = {**_DEFAULT_WEIGHTS, **(loss_weights or {})}
+        self.sigmoid = SigmoidTerm(weights, chunk_size=loss_chunk_size)
+        width = backbone.vision_encoder.hidden_dim
+        self.locca = None if decoder is None else LocCaTerm(decoder, width, weights)
+        self.term_trackers = {t: keras.metrics.Mean(name=t) for t in names}
+        self._skipped_terms = frozenset()
+        self.self_supervised = None if distillation_dim is None else SelfSupervisedTerms(
+            backbone.vision_encoder, distillation_dim, weights, mask_ratio=mask_ratio,
+            head_hidden_dim=head_hidden_dim, head_bottleneck_dim=head_bottleneck_dim,
+            student_temperature=student_temperature, teacher_temperature=teacher_temperature,
+            center_momentum=center_momentum, seed=seed,
+        )
+        self.curation = None if reference is None else Curation(reference, curation_fraction)
         # Every variable exists by now (e.g. BackupAndRestore on TF needs a built model).
         self.built = True
 
     @property
+    def loss_terms(self):
+        """The `LossTerm` layers, in the order their losses are logged and summed."""
+        return [t for t in (self.sigmoid, self.locca, self.self_supervised) if t is not None]
+
+    @property
+    def terms(self):
+        """The names of the loss terms this trainer computes."""
+        return [name for term in self.loss_terms for name in term.names]
+
+    @property
+    def loss_weights(self):
+        """`{term name: weight}`."""
+        return {name: w for term in self.loss_terms for name, w in term.loss_weights.items()}
+
+    @property
+    def decoder(self):
+        """The `LocCaDecoder`, or None."""
+        return None if self.locca is None else self.locca.decoder
+
+    @property
+    def reference(self):
+        """The ACID reference backbone, or None."""
+        return None if self.curation is None else self.curation.reference
+
+    @property
+    def skipped_terms(self):
+        """The names of the terms left out of the step (logged as 0), a frozenset.
+
+        This is the schedule of the recipe (`AuxiliaryLossSchedule` sets it): assigning
+        a new set retraces the train step once, so a skipped term costs no compute.
+        """
+        return self._skipped_terms
+
+    @skipped_terms.setter
+    def skipped_terms(self, names):
+        names = frozenset(names)
+        unknown = names - set(self.terms)
+        if unknown:
+            raise ValueError(f"Unknown term(s) {sorted(unknown)}; the terms are {self.terms}.")
+        if names == self._skipped_terms:
+            return
+        self._skipped_terms = names
+        if self.train_function is not None:
+            self.make_train_function(force=True)
+        self.test_function = None  # rebuilt by the next evaluate
+
+    @property
     def ema_pairs(self):
-        """(teacher, student) variable pairs that `EMATeacher` updates."""
-        if self.distillation_dim is None:
+        """(teacher, student) variable pairs, for an `EMATeacher` callback."""
+        if self.self_supervised is None:
             return []
-        pairs = []
-        for teacher, student in (
-            (self.teacher, self.backbone.vision_encoder),
-            (self.teacher_global_head, self.global_head),
-            (self.teacher_patch_head, self.patch_head),
-        ):
-            pairs += list(zip(teacher.weights, student.weights, strict=True))
-        return pairs
+        return self.self_supervised.ema_pairs(self.backbone.vision_encoder)
 
     def zero_grad(self, set_to_none=True):
         """PyTorch backend: clears the gradient of every trainable variable before a step.
@@ -237,129 +210,30 @@ class SigLIP2Trainer(keras.Model):
         for variable in self.trainable_variables:
             variable.value.grad = None
 
-    def _curate(self, x):
-        """Keeps the most learnable examples of the super-batch `x` (ACID)."""
-        backbone, reference = self.backbone, self.reference
-        student_logits = ops.stop_gradient(backbone(self._backbone_inputs(x))["logits"])
-        reference_logits = ops.stop_gradient(reference(self._backbone_inputs(x))["logits"])
-        scores = learnability_scores(student_logits, reference_logits)
-        batch = ops.shape(student_logits)[0]
-        keep = max(1, int(round(batch * self.curation_fraction)))
-        return gather_batch(x, select_learnable(scores, keep))
-
-    def _backbone_inputs(self, x):
-        images = self.backbone.image_inputs(x)
-        return {**(images if self.backbone.is_naflex else {"images": images}),
-                "token_ids": x["token_ids"]}
-
-    def _move_teacher(self):
-        """The EMA update that followed the previous train step (none before the first)."""
-        steps = self.teacher_steps  # the optimizer's iterations are not visible here on JAX
-        decay = ops.where(ops.greater(steps, 0.0), self.ema_decay, 1.0)
-        steps.assign(steps + 1.0)
-        for teacher, student in self.ema_pairs:
-            value = decay * ops.cast(teacher, "float32") + (1.0 - decay) * ops.cast(
-                ops.stop_gradient(student), "float32")
-            teacher.assign(ops.cast(value, teacher.dtype))
-
     def call(self, x, training=False):
         """The unweighted loss terms of batch `x`: a dict of float32 scalars."""
-        if training and self.ema_decay is not None and self.distillation_dim is not None:
-            self._move_teacher()
-        if self.reference is not None and training:
-            x = self._curate(x)
-        vision = self.backbone.vision_encoder
-        tokens, key_mask = vision.embed(self.backbone.image_inputs(x))
-        image = vision.encode(tokens, key_mask)
-        image_embeddings = l2_normalize(image["pooled_output"])
-        text_embeddings = self.backbone.encode_text(x["token_ids"])
-        head = self.backbone.logits_head
-        if self.loss_chunk_size is None and batch_shards() == 1:
-            logits = head(image_embeddings, text_embeddings)
-            terms = {"sigmoid_loss": ops.mean(sigmoid_loss(logits))}
-        else:
-            terms = {"sigmoid_loss": sharded_sigmoid_loss(
-                image_embeddings, text_embeddings, head.logit_scale, head.logit_bias,
-                self.loss_chunk_size,
-            )}
-        if self.decoder is not None and "locca_loss" in self.skipped_terms:
-            terms["locca_loss"] = _zero_with_zero_gradients(self.decoder.trainable_weights)
-        elif self.decoder is not None:
-            missing = [k for k in DECODER_KEYS if k not in x]
-            if missing:
-                raise ValueError(
-                    f"The batch lacks {missing}, which the LocCa decoder trains on: "
-                    "build them with keras_siglip2.locca_targets, or pass decoder=None."
-                )
-            logits = self.decoder(
-                x["decoder_input_ids"], image["sequence_output"], image_mask=key_mask,
-                causal=x["decoder_causal"],
-            )
-            terms["locca_loss"] = token_cross_entropy(
-                logits, x["decoder_target_ids"], x["decoder_loss_mask"], reduction="mean"
-            )
-        if self.distillation_dim is not None:
-            if {"self_distillation_loss", "masked_prediction_loss"} <= self.skipped_terms:
-                zero = _zero_with_zero_gradients([
-                    self.mask_token, *self.global_head.trainable_weights,
-                    *self.patch_head.trainable_weights,
-                ])
-                terms.update(self_distillation_loss=zero, masked_prediction_loss=zero)
-            else:
-                terms.update(self._self_supervised_terms(x, tokens, key_mask, training))
-        return terms
-
-    def _self_supervised_terms(self, x, tokens, key_mask, training):
-        if "local_views" not in x:
-            raise ValueError(
-                "Self-distillation needs `local_views` in the batch (B, V, ...): make "
-                "them with keras_siglip2.preprocessing.LocalViews, or set "
-                "distillation_dim=None."
-            )
-        vision, images = self.backbone.vision_encoder, self.backbone.image_inputs(x)
-        teacher = self.teacher.encode(*self.teacher.embed(images))
-        teacher = keras.tree.map_structure(ops.stop_gradient, teacher)
-        teacher_global = self.teacher_global_head(teacher["pooled_output"])[:, None]
-
-        views = x["local_views"]
-        num_views = keras.tree.flatten(views)[0].shape[1]
-        flat = keras.tree.map_structure(
-            lambda v: ops.reshape(v, (-1, *v.shape[2:])), views
-        )
-        local = vision.encode(*vision.embed(flat))["pooled_output"]
-        student_local = ops.reshape(
-            self.global_head(local), (-1, num_views, self.distillation_dim)
-        )
-        distill = self_distillation_loss(
-            student_local, teacher_global, self.global_center,
-            self.student_temperature, self.teacher_temperature,
-        )
-
-        batch, num_patches = ops.shape(tokens)[:2]
-        mask = random_patch_mask(
-            batch, num_patches, self.mask_ratio, self._mask_seeds, valid_mask=key_mask
-        )
-        masked = vision.encode(*vision.embed(images, mask, self.mask_token))
-        teacher_patches = self.teacher_patch_head(teacher["sequence_output"])
-        predicted = masked_prediction_loss(
-            self.patch_head(masked["sequence_output"]), teacher_patches, mask,
-            self.patch_center, self.student_temperature, self.teacher_temperature,
-        )
-        if training:
-            self.global_center.assign(
-                updated_center(self.global_center, teacher_global, self.center_momentum)
-            )
-            self.patch_center.assign(updated_center(
-                self.patch_center, teacher_patches, self.center_momentum, mask=key_mask
-            ))
-        return {"self_distillation_loss": distill, "masked_prediction_loss": predicted}
+        if training and self.ema_decay is not None and self.self_supervised is not None:
+            self.self_supervised.move_teacher(self.backbone.vision_encoder, self.ema_decay)
+        if training and self.curation is not None:
+            x = self.curation.curate(x, self.backbone)
+        student = StudentPass.of(self.backbone, x)
+        losses = {}
+        for term in self.loss_terms:
+            skipped = self._skipped_terms.intersection(term.names)
+            if len(skipped) == len(term.names):
+                losses.update(term.skipped_losses(student))
+                continue
+            for name, value in term.losses_of(x, student, training).items():
+                # Computed with a skipped sibling: 0, with zero gradients, as when skipped.
+                losses[name] = value * 0.0 if name in skipped else value
+        return losses
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = ops.zeros((), "float32")
+        weights = self.loss_weights
         for term, value in y_pred.items():
-            gated = self.term_gates[term] * value
-            self.term_trackers[term].update_state(gated)
-            total = total + self.loss_weights[term] * gated
+            self.term_trackers[term].update_state(value)
+            total = total + weights[term] * value
         for extra in self.losses:  # e.g. weight regularisers
             total = total + ops.cast(extra, "float32")
         return scale_for_replicas(total)
