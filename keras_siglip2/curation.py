@@ -125,16 +125,11 @@ class Curation(keras.layers.Layer):
 
     def curate(self, batch, student):
         """The sub-batch of `batch` that the `student` backbone should train on."""
-        student_logits = ops.stop_gradient(student(_backbone_inputs(student, batch))["logits"])
-        reference_logits = ops.stop_gradient(
-            self.reference(_backbone_inputs(student, batch))["logits"]
-        )
+        images = student.image_inputs(batch)
+        inputs = {**(images if student.is_naflex else {"images": images}),
+                  "token_ids": batch["token_ids"]}
+        student_logits = ops.stop_gradient(student(inputs)["logits"])
+        reference_logits = ops.stop_gradient(self.reference(inputs)["logits"])
         scores = learnability_scores(student_logits, reference_logits)
         keep = max(1, int(round(ops.shape(student_logits)[0] * self.fraction)))
         return gather_batch(batch, select_learnable(scores, keep))
-
-
-def _backbone_inputs(backbone, batch):
-    images = backbone.image_inputs(batch)
-    return {**(images if backbone.is_naflex else {"images": images}),
-            "token_ids": batch["token_ids"]}

@@ -10,7 +10,6 @@ big_vision `.npz`. The format is detected from the files themselves.
 import json
 import os
 import pathlib
-import socket
 
 import keras
 import keras_hub
@@ -61,8 +60,7 @@ def _check_reachable(handle, timeout=5.0):
     prefix = next(p for p in _REMOTE_HOSTS if handle.startswith(p))
     host = _REMOTE_HOSTS[prefix]
     try:
-        download.resolve_host(host, 443, timeout)
-        socket.create_connection((host, 443), timeout=timeout).close()
+        download.check_reachable(host, 443, timeout)
     except OSError as e:
         raise download.DownloadError(
             f"Cannot reach {host} to fetch '{handle}' ({e}). If this machine is "

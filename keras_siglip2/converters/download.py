@@ -57,7 +57,16 @@ def cached_path(url, cache=None):
     return pathlib.Path(cache if cache is not None else cache_dir(), parts.hostname, *relative)
 
 
-def resolve_host(host, port, timeout):
+def check_reachable(host, port, timeout):
+    """Resolves `host` and connects to `port`, raising `OSError` after about `timeout` s.
+
+    A download is only started after this, so an offline machine fails fast.
+    """
+    _resolve_host(host, port, timeout)
+    socket.create_connection((host, port), timeout).close()
+
+
+def _resolve_host(host, port, timeout):
     """Resolves `host`, raising `OSError` after `timeout` s (getaddrinfo has no timeout)."""
     # getaddrinfo ignores socket timeouts; on a machine with a stalled resolver
     # it can block for a minute, so it runs in a thread we stop waiting for.
@@ -104,10 +113,10 @@ def download(url, cache=None, timeout=10.0):
     if target.is_file():
         return target
     parts = urllib.parse.urlsplit(https_url)
-    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     try:
-        resolve_host(*address, timeout)
-        socket.create_connection(address, timeout).close()
+        check_reachable(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         os.close(fd)
