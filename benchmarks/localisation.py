@@ -75,8 +75,11 @@ def box_token_losses(model, batches):
             np.stack([e[k] for e in examples])
             for k in ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask")
         )
-        image = encode_image_batch(model["backbone"], batch)
-        logits = decoder(inputs, image["tokens"], image_mask=image.get("token_mask"))
+        backbone = model["backbone"]
+        image = encode_image_batch(backbone, batch)
+        places = backbone.vision_encoder.token_positions(backbone.image_inputs(batch))
+        logits = decoder(inputs, image["tokens"], image_mask=image.get("token_mask"),
+                         image_positions=places if decoder.image_position_codes else None)
         # The 4 box tokens are the first 4 loss positions of each row (the 5th is eos).
         first = masks.argmax(-1)[:, None] + np.arange(4)
         losses.append(np.stack([

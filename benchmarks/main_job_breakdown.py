@@ -57,8 +57,10 @@ def pipelines(config, tokenizer, vocab, pool):
     anew = training_batches(
         scenes.load("train", seed=config.seed, language=languages), tokenizer, converter,
         config.batch_size, vocab, config.decoder_length, views, seed=config.seed,
+        all_locca_tasks=config.locca_all_tasks,
     )
-    pooled = pool.training_batches(config.batch_size, languages, vocab, config.decoder_length)
+    pooled = pool.training_batches(config.batch_size, languages, vocab, config.decoder_length,
+                                   all_locca_tasks=config.locca_all_tasks)
     return {"drawn anew": anew.prefetch(2), "ScenePool": pooled.prefetch(2)}
 
 

@@ -194,7 +194,8 @@ def make_locca_example(task, caption_ids, box, region_ids, causal, vocab, sequen
 
 
 def sample_locca_example(
-    caption_ids, boxes, region_ids, seed, vocab, sequence_length, causal_probability=0.5
+    caption_ids, boxes, region_ids, seed, vocab, sequence_length, causal_probability=0.5,
+    all_tasks=False,
 ):
     """A random LocCa example for one image, from TensorFlow ops only (for `Dataset.map`).
 
@@ -203,6 +204,10 @@ def sample_locca_example(
     `causal_probability`; all drawn with stateless ops from `seed`, so equal seeds give equal
     examples (numpy results when called eagerly on numpy inputs). Pads and eos are stripped
     from the text ids, so tokenizer outputs can go in as is.
+
+    `all_tasks=True` gives one example of each task in `TASKS` order instead, every value
+    with a leading axis of 3; each draws its own object and layout. Without boxes, the AREF
+    and GCAP rows have an all-zero `decoder_loss_mask`.
 
     Args:
         caption_ids: (L,) image caption ids.
@@ -217,8 +222,25 @@ def sample_locca_example(
     ...                           [0, 3], vocab, 8)
     >>> int(ex["decoder_task"])  # no boxes: always captioning
     0
+    >>> ex = sample_locca_example([5, 6, 1, 0], [[0.1, 0.2, 0.5, 0.6]], [[7, 8, 1]], [0, 3],
+    ...                           vocab, 8, all_tasks=True)
+    >>> ex["decoder_input_ids"].shape, ex["decoder_task"].tolist()
+    ((3, 8), [0, 1, 2])
     """
     numpy_mode = _numpy_mode(caption_ids, boxes, region_ids, seed)
+    args = (caption_ids, boxes, region_ids, vocab, sequence_length, causal_probability)
+    if all_tasks:
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), len(TASKS))
+        rows = [_draw(*args, seeds[i], task=i) for i in range(len(TASKS))]
+        example = {k: tf.stack([row[k] for row in rows]) for k in rows[0]}
+    else:
+        example = _draw(*args, seed)
+    return _maybe_numpy(example, numpy_mode)
+
+
+def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probability, seed,
+          task=None):
+    """`sample_locca_example`'s draw in TensorFlow ops, of a sampled or of a given task."""
     uniform = tf.random.stateless_uniform([3], tf.cast(seed, tf.int32))
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     if not isinstance(region_ids, tf.RaggedTensor):
@@ -229,16 +251,19 @@ def sample_locca_example(
     pick = lambda u, n: tf.clip_by_value(  # noqa: E731
         tf.cast(u * tf.cast(n, tf.float32), tf.int32), 0, tf.maximum(n - 1, 0)
     )
-    task, index = pick(uniform[0], num_tasks), pick(uniform[1], num_boxes)
+    index = pick(uniform[1], num_boxes)
     strip = lambda x: strip_text_ids(tf.convert_to_tensor(x), vocab.pad_id, vocab.eos_id)  # noqa: E731
     empty = tf.zeros([0], tf.int32)
     box = tf.cond(has_boxes, lambda: tf.gather(boxes, index), lambda: tf.zeros([4], boxes.dtype))
     region = tf.cond(has_boxes, lambda: strip(region_ids[index]), lambda: empty)
     causal = uniform[2] < causal_probability
     example = make_locca_example(
-        task, strip(caption_ids), box, region, causal, vocab, sequence_length
+        pick(uniform[0], num_tasks) if task is None else task, strip(caption_ids), box, region,
+        causal, vocab, sequence_length,
     )
-    return _maybe_numpy(example, numpy_mode)
+    if task:  # AREF or GCAP of an image without boxes: nothing to learn.
+        example["decoder_loss_mask"] *= tf.cast(has_boxes, tf.float32)
+    return example
 
 
 def locca_map_fn(

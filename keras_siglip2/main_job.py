@@ -80,6 +80,12 @@ class MainJobConfig:
     decoder_depth: int = 2
     decoder_length: int = 48
     location_bins: int = 32
+    # The decoder adds sine-cosine codes of each patch's place to the image tokens: without
+    # them it did not learn where objects are from this small tower (docs/findings.md).
+    locca_position_codes: bool = True
+    # Every scene trains all three LocCa tasks each step (three decoder examples on one pass
+    # of the tower) instead of one drawn task: three times the referring examples.
+    locca_all_tasks: bool = True
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -128,6 +134,9 @@ class MainJobConfig:
                 side = "[" if low_ok else "("
                 raise ValueError(f"{name} must be a finite number in {side}{low}, {high}]; "
                                  f"got {value!r}.")
+        if self.locca_position_codes and self.width % 4:
+            raise ValueError(f"locca_position_codes needs a width divisible by 4; got "
+                             f"{self.width}: change width or set locca_position_codes=False.")
         if self.width % self.num_heads:
             raise ValueError(f"width ({self.width}) must be a multiple of num_heads "
                              f"({self.num_heads}).")
@@ -192,6 +201,7 @@ def build_trainer(config, text_vocabulary_size):
     decoder = LocCaDecoder(
         vocabulary_size=vocab.size, sequence_length=config.decoder_length, hidden_dim=width,
         num_layers=config.decoder_depth, num_heads=config.num_heads, intermediate_dim=mlp,
+        image_position_codes=config.locca_position_codes,
     ) if config.locca else None
     trainer = SigLIP2Trainer(
         SigLIP2Backbone(vision, text), decoder=decoder,
@@ -321,12 +331,13 @@ def train(config, workdir, verbose=1, restart=False, callbacks=(), tensorboard=F
     locca = (vocab, config.decoder_length) if config.locca else (None, None)
     if config.pool_size:
         pool = scene_pool(config, tokenizer)
-        batches = pool.training_batches(config.batch_size, languages, *locca, start=first)
+        batches = pool.training_batches(config.batch_size, languages, *locca, start=first,
+                                        all_locca_tasks=config.locca_all_tasks)
     else:
         batches = training_batches(
             scenes.load("train", seed=config.seed, language=languages, start=first),
             tokenizer, converter, config.batch_size, *locca, views, seed=config.seed,
-            start=first,
+            start=first, all_locca_tasks=config.locca_all_tasks,
         )
     batches = batches.prefetch(2)
     step_log, validation_log = workdir / "steps.csv", workdir / "validation.csv"

@@ -96,6 +96,23 @@ def test_cached_greedy_equals_full_passes_on_a_trained_decoder():
     assert (after != before).any()
 
 
+def test_cached_greedy_passes_the_image_positions_to_a_decoder_with_position_codes():
+    keras.utils.set_random_seed(0)
+    decoder = LocCaDecoder(
+        vocabulary_size=VOCAB.size, sequence_length=DECODER_LENGTH, hidden_dim=16,
+        num_layers=2, num_heads=2, intermediate_dim=32, image_position_codes=True,
+    )
+    images, mask = _inputs()
+    positions = np.random.default_rng(3).uniform(0, 1, (*images.shape[:2], 2))
+    prefix = aref_prefix_ids(PROMPTS, VOCAB, DECODER_LENGTH)
+    prefixes = [[int(t) for t in row if t != VOCAB.pad_id] for row in prefix]
+    got = greedy_decode(decoder, images, mask, prefix, 4, LOCATION_IDS,
+                        image_positions=positions)
+    placed = lambda *args, **kwargs: decoder(*args, image_positions=positions, **kwargs)  # noqa: E731
+    np.testing.assert_array_equal(got, _hand_greedy(placed, images, mask, prefixes, 4,
+                                                    LOCATION_IDS))
+
+
 def test_cache_steps_give_the_full_pass_logits():
     decoder, (images, mask) = _decoder(), _inputs()
     tokens = np.random.default_rng(2).integers(0, VOCAB.size, (4, DECODER_LENGTH))

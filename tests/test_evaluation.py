@@ -357,11 +357,13 @@ class _PlannedDecoder:
     """
 
     sequence_length, vocabulary_size = DECODER_LENGTH, VOCAB.size
+    image_position_codes = False
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, token_ids, image_tokens, image_mask=None, causal=None):
+    def __call__(self, token_ids, image_tokens, image_mask=None, causal=None,
+                 image_positions=None):
         self.calls.append(_np(token_ids))
         plan = VOCAB.location_offset + np.arange(DECODER_LENGTH) % 8
         logits = np.eye(VOCAB.size, dtype="float32")[plan]

@@ -276,6 +276,30 @@ def test_tf_data_sampler_is_deterministic_and_covers_tasks_and_modes():
     assert eager["decoder_target_ids"][eager["decoder_loss_mask"] > 0].tolist() == [5, 6, 1]
 
 
+def test_all_tasks_gives_one_example_of_each_task_per_image():
+    examples = [tf.nest.map_structure(lambda t: t.numpy(), ex) for ex in toy_dataset()]
+    seen_causal = set()
+    for i, ex in enumerate(examples):
+        args = (ex["caption_ids"], ex["boxes"], ex["region_ids"], [3, i], SMALL_VOCAB, 12)
+        rows = sample_locca_example(*args, all_tasks=True)
+        assert rows["decoder_input_ids"].shape == (3, 12)
+        assert rows["decoder_task"].tolist() == [0, 1, 2]
+        again = sample_locca_example(*args, all_tasks=True)
+        for key in rows:
+            np.testing.assert_array_equal(rows[key], again[key])
+        seen_causal.update(rows["decoder_causal"].tolist())
+        caption = rows["decoder_target_ids"][0][rows["decoder_loss_mask"][0] > 0]
+        assert caption.tolist() == [t for t in ex["caption_ids"].tolist() if t > 1] + [1]
+        has_boxes = len(ex["boxes"]) > 0
+        # AREF and GCAP rows teach something exactly when the image has a box.
+        assert (rows["decoder_loss_mask"][1:].sum(-1) > 0).tolist() == [has_boxes] * 2
+        if has_boxes:  # the AREF row's target decodes to one of the image's boxes
+            box_ids = rows["decoder_target_ids"][1][rows["decoder_loss_mask"][1] > 0][:4]
+            error = np.abs(SMALL_VOCAB.decode_box(box_ids) - ex["boxes"]).max(-1)
+            assert error.min() <= 0.5 / 4 + 1e-6
+    assert seen_causal == {0, 1}
+
+
 def test_tiny_decoder_learns_captions():
     vocab = LocCaVocabulary(text_vocabulary_size=24, num_location_bins=8)
     rng = np.random.default_rng(0)
@@ -308,3 +332,67 @@ def test_tiny_decoder_learns_captions():
     losses = [float(model.train_on_batch(x, y)) for _ in range(30)]
     assert losses[0] > 2.5 and losses[-1] < losses[0] / 10, losses
 
+
+
+def test_position_codes_let_the_decoder_tell_image_tokens_apart_by_place(rng):
+    tokens = rng.integers(0, 40, (2, 8)).astype("int32")
+    image = rng.normal(size=(2, 5, 24)).astype("float32")
+    positions = rng.uniform(0, 1, (2, 5, 2)).astype("float32")
+    order = np.array([3, 0, 4, 1, 2])
+    # Cross-attention alone cannot see where a token is: reordering the tokens changes nothing.
+    plain = tiny_decoder()
+    np.testing.assert_allclose(np_logits(plain, tokens, image[:, order]),
+                               np_logits(plain, tokens, image), atol=1e-5)
+    coded = tiny_decoder(image_position_codes=True)
+    logits = np_logits(coded, tokens, image, image_positions=positions)
+    # Tokens and their places reordered together: the same set, the same logits.
+    np.testing.assert_allclose(
+        np_logits(coded, tokens, image[:, order], image_positions=positions[:, order]),
+        logits, atol=1e-5)
+    # The same tokens at other places: other logits.
+    moved = np_logits(coded, tokens, image, image_positions=positions[:, order])
+    assert np.abs(moved - logits).max() > 1e-3
+    clone = LocCaDecoder.from_config(coded.get_config())
+    clone(tokens, image, image_positions=positions)
+    clone.set_weights(coded.get_weights())
+    np.testing.assert_allclose(np_logits(clone, tokens, image, image_positions=positions),
+                               logits, atol=1e-6)
+    assert len(coded.weights) == len(plain.weights)  # the codes are fixed, not learned
+    with pytest.raises(ValueError, match="pass image_positions"):
+        coded(tokens, image)
+    with pytest.raises(ValueError, match="hidden_dim divisible by 4; got 18"):
+        tiny_decoder(hidden_dim=18, image_position_codes=True)
+
+
+def test_locca_term_reads_every_task_of_an_image_from_one_tower_pass(rng):
+    from keras_siglip2.models.loss_terms import LocCaTerm, StudentPass
+    from keras_siglip2.testing import toy_backbone
+
+    keras.utils.set_random_seed(0)
+    backbone = toy_backbone()  # 16 px images in 8 px patches: 4 tokens of width 8
+    decoder = tiny_decoder(image_position_codes=True)
+    term = LocCaTerm(decoder, image_width=8, loss_weights={"locca_loss": 1.0})
+    batch = {
+        "images": rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32"),
+        "decoder_input_ids": rng.integers(2, 40, (2, 3, 8)).astype("int32"),
+        "decoder_target_ids": rng.integers(2, 40, (2, 3, 8)).astype("int32"),
+        "decoder_loss_mask": (rng.uniform(size=(2, 3, 8)) < 0.6).astype("float32"),
+        "decoder_causal": np.array([[1, 0, 1], [0, 1, 1]], "int32"),
+    }
+    student = StudentPass.of(backbone, batch)
+    got = float(ops.convert_to_numpy(term.losses_of(batch, student)["locca_loss"]))
+    # Each (image, task) row on its own, against its own image's tokens and places.
+    tokens = ops.convert_to_numpy(student.image["sequence_output"])
+    places = ops.convert_to_numpy(student.token_positions)
+    losses = []
+    for b in range(2):
+        for k in range(3):
+            logits = np_logits(decoder, batch["decoder_input_ids"][b, k][None], tokens[b][None],
+                               causal=batch["decoder_causal"][b, k][None],
+                               image_positions=places[b][None])[0]
+            logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
+                -1, keepdims=True)) - logits.max(-1, keepdims=True)
+            ce = -logp[np.arange(8), batch["decoder_target_ids"][b, k]]
+            mask = batch["decoder_loss_mask"][b, k]
+            losses.append((ce * mask).sum() / max(mask.sum(), 1e-9))
+    np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)

@@ -109,8 +109,11 @@ def test_locca_decoder_memorises_the_boxes_and_captions_of_32_scenes():
     # rows, whose shapes the box decoding has compiled already.
     image = encode_image_batch(trainer.backbone, per_object)
     inputs = _stack([caption_targets[s] for s in scene_of])
+    places = trainer.backbone.vision_encoder.token_positions(
+        trainer.backbone.image_inputs(per_object))
     logits = trainer.decoder(
-        inputs["decoder_input_ids"], image["tokens"], image_mask=image["token_mask"]
+        inputs["decoder_input_ids"], image["tokens"], image_mask=image["token_mask"],
+        image_positions=places,
     )
     first = np.unique(scene_of, return_index=True)[1]
     correct = keras.ops.convert_to_numpy(keras.ops.argmax(logits, axis=-1))[first] == (

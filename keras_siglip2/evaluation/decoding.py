@@ -65,15 +65,16 @@ def _argmax(logits, allowed):
     return ops.cast(ops.argmax(logits, axis=-1), "int32")
 
 
-def _cached_greedy(decoder, buffer, lengths, image_tokens, image_mask, num_tokens, allowed):
+def _cached_greedy(decoder, buffer, lengths, image, num_tokens, allowed):
     """The greedy loop on the decoder's key/value cache, in `keras.ops` (compiles).
 
     Row i's prefix fills cache slots 0 … lengths[i] − 1 in the prefill; its s-th decoded
     token goes to slot max(lengths) + s − 1 whatever the row, so every step writes one
     slot for the whole batch with `slice_update`, and each row attends to its prefix slots
-    and the slots written so far (its pad slots stay masked).
+    and the slots written so far (its pad slots stay masked). `image`: the image tokens,
+    mask and positions, as `build_cache` takes them.
     """
-    logits, cache = decoder.build_cache(buffer, image_tokens, image_mask)
+    logits, cache = decoder.build_cache(buffer, *image)
     last = ops.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
     token = _argmax(last, allowed)
     tokens = ops.slice_update(
@@ -98,9 +99,9 @@ def _cached_greedy(decoder, buffer, lengths, image_tokens, image_mask, num_token
 
 
 def _greedy_call(decoder, num_tokens, allowed, inputs):
+    image = (inputs["image_tokens"], inputs.get("image_mask"), inputs.get("image_positions"))
     return _cached_greedy(
-        decoder, inputs["buffer"], inputs["lengths"], inputs["image_tokens"],
-        inputs.get("image_mask"), num_tokens, allowed,
+        decoder, inputs["buffer"], inputs["lengths"], image, num_tokens, allowed
     )
 
 
@@ -113,7 +114,8 @@ def _compiled(decoder, num_tokens, allowed_ids):
 
 
 def greedy_decode(
-    decoder, image_tokens, image_mask, prefix_ids, num_tokens, allowed_ids=None, pad_id=0
+    decoder, image_tokens, image_mask, prefix_ids, num_tokens, allowed_ids=None, pad_id=0,
+    image_positions=None,
 ):
     """Greedy causal decoding of `num_tokens` tokens after each example's prefix.
 
@@ -125,6 +127,8 @@ def greedy_decode(
         num_tokens: tokens to decode; prefix length + num_tokens ≤ `decoder.sequence_length`.
         allowed_ids: optional ids the argmax is restricted to.
         pad_id: the pad id (0 in `LocCaVocabulary`).
+        image_positions: (B, N, 2) centres of the image tokens' patches, for a decoder with
+            `image_position_codes` (the vision encoder's `token_positions`).
 
     Returns:
         (B, num_tokens) int32 numpy array of the decoded ids (an eos is decoded like any
@@ -147,13 +151,15 @@ def greedy_decode(
     inputs = {"buffer": buffer, "lengths": lengths, "image_tokens": image_tokens}
     if image_mask is not None:
         inputs["image_mask"] = image_mask
+    if image_positions is not None:
+        inputs["image_positions"] = image_positions
     model = _compiled(decoder, num_tokens, allowed_ids)
     return np.asarray(model.predict_on_batch(inputs), "int32")
 
 
 def parallel_decode(
     decoder, image_tokens, image_mask, prefix_ids, num_tokens, mask_id, allowed_ids=None,
-    pad_id=0,
+    pad_id=0, image_positions=None,
 ):
     """One-pass parallel decoding from [MASK] inputs with bidirectional attention (CapPa).
 
@@ -175,7 +181,8 @@ def parallel_decode(
     targets = (columns >= lengths[:, None]) & (columns <= lengths[:, None] + num_tokens)
     buffer = np.where(targets, mask_id, buffer).astype("int32")
     logits = decoder(
-        buffer, image_tokens, image_mask=image_mask, causal=np.zeros(len(buffer), "int32")
+        buffer, image_tokens, image_mask=image_mask, causal=np.zeros(len(buffer), "int32"),
+        image_positions=image_positions,
     )
     positions = lengths[:, None] + np.arange(num_tokens)[None]
     at_targets = ops.take_along_axis(logits, ops.convert_to_tensor(positions)[..., None], axis=1)

@@ -9,6 +9,7 @@ bin centres by `LocCaVocabulary.decode_box`.
 import functools
 
 import numpy as np
+from keras import ops
 import tensorflow as tf
 
 from keras_siglip2.evaluation.batches import encode_image_batch, numpy_batches
@@ -90,10 +91,14 @@ def predict_boxes(backbone, decoder, vocabulary, batch, parallel=False):
     prefix = aref_prefix_ids(batch["prompt_ids"], vocabulary, decoder.sequence_length)
     image_mask = image["token_mask"] if backbone.is_naflex else None
     args = (decoder, image["tokens"], image_mask, prefix, 4)
+    kwargs = {"pad_id": vocabulary.pad_id}
+    if decoder.image_position_codes:
+        positions = backbone.vision_encoder.token_positions(backbone.image_inputs(batch))
+        kwargs["image_positions"] = ops.convert_to_numpy(positions)
     if parallel:
-        tokens = parallel_decode(*args, vocabulary.mask_id, location_ids, pad_id=vocabulary.pad_id)
+        tokens = parallel_decode(*args, vocabulary.mask_id, location_ids, **kwargs)
     else:
-        tokens = greedy_decode(*args, location_ids, pad_id=vocabulary.pad_id)
+        tokens = greedy_decode(*args, location_ids, **kwargs)
     return np.asarray(vocabulary.decode_box(tokens))
 
 

@@ -9,6 +9,11 @@ For decoding, `LocCaDecoder.build_cache` / `call_with_cache` run the same blocks
 key/value cache (as keras-hub's `CachedMultiHeadAttention`): a fixed (B, 2, T, heads,
 head_dim) self-attention cache per block, written with `ops.slice_update`, and the image
 tokens' cross-attention keys and values computed once.
+
+With `image_position_codes=True` the decoder adds fixed sine-cosine codes of each image
+token's place (`position_codes`) to the tokens it attends to, as DETR adds position codes to
+its decoder's memory. A small image tower trained from scratch gives tokens from which the
+decoder could not learn where an object is: docs/findings.md, "Why the LocCa boxes miss".
 """
 
 import keras
@@ -27,6 +32,26 @@ def _keys_values(attention, x):
 def _attend(attention, query, keys_values, keep):
     """`attention`'s output for `query` (B, S, D) against stacked `keys_values`."""
     return attention.attend(query, keys_values[:, 0], keys_values[:, 1], keep)
+
+
+def position_codes(positions, dim, scale=8.0, temperature=100.0):
+    """(…, dim) fixed sine-cosine codes of (…, 2) (y, x) positions in [0, 1].
+
+    big_vision's `posemb_sincos_2d` layout on continuous positions: [sin(y·ω), cos(y·ω),
+    sin(x·ω), cos(x·ω)] with y, x scaled to [0, `scale`] and dim / 4 frequencies ω from 1 down
+    to 1 / `temperature`.
+
+    Example:
+    >>> codes = position_codes(keras.ops.array([[0.0, 0.0], [0.5, 1.0]]), 8)
+    >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(codes)[0]]
+    [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    """
+    if dim % 4:
+        raise ValueError(f"Position codes need a width divisible by 4; got {dim}.")
+    omega = temperature ** -(ops.arange(dim // 4, dtype="float32") / (dim // 4))
+    angles = ops.cast(positions, "float32")[..., None] * (scale * omega)  # (…, 2, dim / 4)
+    y, x = angles[..., 0, :], angles[..., 1, :]
+    return ops.concatenate([ops.sin(y), ops.cos(y), ops.sin(x), ops.cos(x)], axis=-1)
 
 
 def _lower_triangle(length):
@@ -97,12 +122,17 @@ class LocCaDecoder(keras.layers.Layer):
     big_vision's CapPa decoder, attention projections have biases (as in our towers) and the
     logits Dense has Keras's default (not zero) initialisation.
 
+    `image_position_codes=True` adds `position_codes` of each image token's place to the
+    (projected) image tokens; every call then takes `image_positions`. It adds no weights.
+
     Call args:
         token_ids: (B, T) int, T ≤ `sequence_length`.
         image_tokens: (B, N, Di) un-pooled image-tower outputs.
         image_mask: optional (B, N), truthy for real (non-padding) image tokens (NaFlex).
         causal: optional (B,) bool/int; 1 = causal self-attention, 0 = bidirectional
             (parallel prediction from [MASK] inputs). None = all causal.
+        image_positions: (B, N, 2) (y, x) centre of each image token's patch in [0, 1]
+            (the vision encoder's `token_positions`); with `image_position_codes` only.
 
     Example:
     >>> decoder = LocCaDecoder(vocabulary_size=50, sequence_length=8, hidden_dim=16,
@@ -115,9 +145,14 @@ class LocCaDecoder(keras.layers.Layer):
 
     def __init__(
         self, vocabulary_size, sequence_length, hidden_dim, num_layers, num_heads,
-        intermediate_dim, layer_norm_epsilon=1e-6, dtype=None, **kwargs,
+        intermediate_dim, layer_norm_epsilon=1e-6, image_position_codes=False, dtype=None,
+        **kwargs,
     ):
         super().__init__(dtype=dtype, **kwargs)
+        if image_position_codes and hidden_dim % 4:
+            raise ValueError(f"image_position_codes needs hidden_dim divisible by 4; got "
+                             f"{hidden_dim}.")
+        self.image_position_codes = image_position_codes
         self.vocabulary_size, self.sequence_length = vocabulary_size, sequence_length
         self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
         self.intermediate_dim, self.layer_norm_epsilon = intermediate_dim, layer_norm_epsilon
@@ -159,17 +194,26 @@ class LocCaDecoder(keras.layers.Layer):
         x = self.token_embedding(token_ids)
         return x + self.position_embedding(x, positions=positions)
 
-    def _project(self, image_tokens):
-        if self.image_projection is None:
+    def _project(self, image_tokens, image_positions):
+        if self.image_projection is not None:
+            image_tokens = self.image_projection(image_tokens)
+        if not self.image_position_codes:
             return image_tokens
-        return self.image_projection(image_tokens)
+        if image_positions is None:
+            raise ValueError(
+                "This LocCaDecoder adds position codes to the image tokens "
+                "(image_position_codes=True): pass image_positions, the (B, N, 2) centres of "
+                "the tokens' patches from the vision encoder's token_positions."
+            )
+        codes = position_codes(image_positions, self.hidden_dim)
+        return image_tokens + ops.cast(codes, image_tokens.dtype)
 
     def _logits(self, x):
         return ops.cast(self.logits_dense(self.final_norm(x)), "float32")
 
-    def call(self, token_ids, image_tokens, image_mask=None, causal=None):
+    def call(self, token_ids, image_tokens, image_mask=None, causal=None, image_positions=None):
         x = self._embed(token_ids)
-        image_tokens = self._project(image_tokens)
+        image_tokens = self._project(image_tokens, image_positions)
         lower = _lower_triangle(ops.shape(token_ids)[1])[None]
         if causal is None:
             attention_mask = lower
@@ -180,10 +224,11 @@ class LocCaDecoder(keras.layers.Layer):
             x = block(x, image_tokens, image_mask=image_mask, attention_mask=attention_mask)
         return self._logits(x)
 
-    def build_cache(self, token_ids, image_tokens, image_mask=None):
+    def build_cache(self, token_ids, image_tokens, image_mask=None, image_positions=None):
         """A causal pass over `token_ids` (B, T = `sequence_length`) that fills a cache.
 
-        Returns (logits, cache): the logits of `call(token_ids, image_tokens, image_mask)`,
+        Returns (logits, cache): the logits of `call(token_ids, image_tokens, image_mask,
+        image_positions=image_positions)`,
         and for `call_with_cache` each block's self-attention keys and values at slots
         0 … T − 1 (slot t holds position t) with the image tokens' cross-attention keys
         and values.
@@ -198,7 +243,7 @@ class LocCaDecoder(keras.layers.Layer):
         """
         if not self.built:
             self.build(ops.shape(token_ids), ops.shape(image_tokens))
-        image_tokens = self._project(image_tokens)
+        image_tokens = self._project(image_tokens, image_positions)
         cache = {
             "keys_values": [
                 ops.zeros(
@@ -265,4 +310,5 @@ class LocCaDecoder(keras.layers.Layer):
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "image_position_codes": self.image_position_codes,
         }

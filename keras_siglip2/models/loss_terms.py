@@ -29,6 +29,7 @@ class StudentPass:
         backbone: the student `SigLIP2Backbone`.
         tokens: (B, N, D) patch embeddings, before the encoder.
         token_mask: (B, N) the valid patches (NaFlex padding is 0).
+        token_positions: (B, N, 2) the centre of each token's patch in [0, 1] of its image.
         image: the vision encoder's `encode` outputs (`sequence_output`, `pooled_output`).
 
     Example:
@@ -41,14 +42,17 @@ class StudentPass:
     backbone: object
     tokens: object
     token_mask: object
+    token_positions: object
     image: dict
 
     @classmethod
     def of(cls, backbone, batch):
         """The pass of `backbone`'s image tower over `batch`'s images."""
         vision = backbone.vision_encoder
-        tokens, token_mask = vision.embed(backbone.image_inputs(batch))
-        return cls(backbone, tokens, token_mask, vision.encode(tokens, token_mask))
+        inputs = backbone.image_inputs(batch)
+        tokens, token_mask = vision.embed(inputs)
+        return cls(backbone, tokens, token_mask, vision.token_positions(inputs),
+                   vision.encode(tokens, token_mask))
 
 
 class LossTerm(keras.layers.Layer):
@@ -144,7 +148,8 @@ class LocCaTerm(LossTerm):
     """`locca_loss`: LocCa captioning, referring expressions and grounded captioning.
 
     A `LocCaDecoder` cross-attends to the student's patch tokens; the batch holds its
-    inputs and targets (`keras_siglip2.locca_targets.DECODER_KEYS`).
+    inputs and targets (`keras_siglip2.locca_targets.DECODER_KEYS`): one example per image
+    (B, T), or several, e.g. one per task (B, tasks, T), all read from one tower pass.
 
     Args:
         decoder: a `LocCaDecoder`; built here for images of width `image_width` if unbuilt.
@@ -176,12 +181,20 @@ class LocCaTerm(LossTerm):
                 f"The batch lacks {missing}, which the LocCa decoder trains on: "
                 "build them with keras_siglip2.locca_targets, or pass decoder=None."
             )
+        decoder_batch = {k: batch[k] for k in DECODER_KEYS}
+        image = (student.image["sequence_output"], student.token_mask, student.token_positions)
+        per_image = decoder_batch["decoder_input_ids"].shape[1:-1]
+        if per_image:  # (B, tasks, T): every task of each image, on one pass of the tower.
+            decoder_batch = {k: ops.reshape(v, (-1, *v.shape[2:]))
+                             for k, v in decoder_batch.items()}
+            image = [None if x is None else ops.repeat(x, per_image[0], axis=0) for x in image]
         logits = self.decoder(
-            batch["decoder_input_ids"], student.image["sequence_output"],
-            image_mask=student.token_mask, causal=batch["decoder_causal"],
+            decoder_batch["decoder_input_ids"], image[0], image_mask=image[1],
+            causal=decoder_batch["decoder_causal"], image_positions=image[2],
         )
         return {"locca_loss": token_cross_entropy(
-            logits, batch["decoder_target_ids"], batch["decoder_loss_mask"], reduction="mean"
+            logits, decoder_batch["decoder_target_ids"], decoder_batch["decoder_loss_mask"],
+            reduction="mean",
         )}
 
 

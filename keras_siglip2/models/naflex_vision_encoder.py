@@ -104,6 +104,23 @@ class SigLIP2NaFlexVisionEncoder(TowerFromPreset, keras_hub.models.Backbone):
         x = x + self.position_embedding(inputs["patch_coords"], inputs["spatial_shapes"])
         return x, inputs["patch_mask"]
 
+    def token_positions(self, inputs):
+        """(B, N, 2) float32 (y, x) centre of each token's patch, in [0, 1] of its image.
+
+        Padding tokens get a place too (masked wherever they are read).
+
+        Example:
+        >>> encoder = SigLIP2NaFlexVisionEncoder(patch_size=4, hidden_dim=8, num_layers=1,
+        ...     num_heads=2, intermediate_dim=16, position_grid_size=4)
+        >>> positions = encoder.token_positions({"patch_coords": [[[0, 0], [0, 1], [0, 2]]],
+        ...                                      "spatial_shapes": [[1, 3]]})
+        >>> (keras.ops.convert_to_numpy(positions) * 6).tolist()  # in sixths of the width
+        [[[3.0, 1.0], [3.0, 3.0], [3.0, 5.0]]]
+        """
+        coords = keras.ops.cast(inputs["patch_coords"], "float32")
+        shapes = keras.ops.cast(inputs["spatial_shapes"], "float32")[:, None, :]
+        return (coords + 0.5) / keras.ops.maximum(shapes, 1.0)
+
     def encode(self, tokens, key_mask=None):
         """The encoder and MAP head on embedded tokens (e.g. with some masked)."""
         tokens = self.encoder(tokens, key_mask=key_mask)

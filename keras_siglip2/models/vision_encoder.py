@@ -87,6 +87,24 @@ class SigLIP2VisionEncoder(TowerFromPreset, keras_hub.models.Backbone):
             x = apply_token_mask(x, token_mask, mask_token)
         return x + self.position_embedding(x), None
 
+    def token_positions(self, images):
+        """(B, N, 2) float32 (y, x) centre of each token's patch, in [0, 1] of the image.
+
+        Example:
+        >>> from keras_siglip2.testing import toy_backbone
+        >>> tower = toy_backbone().vision_encoder  # 16 px images, 8 px patches
+        >>> keras.ops.convert_to_numpy(tower.token_positions(keras.ops.zeros((1, 16, 16, 3))))
+        array([[[0.25, 0.25],
+                [0.25, 0.75],
+                [0.75, 0.25],
+                [0.75, 0.75]]], dtype=float32)
+        """
+        side = self.image_size // self.patch_size
+        centres = (ops.arange(side, dtype="float32") + 0.5) / side
+        grid = ops.stack(ops.meshgrid(centres, centres, indexing="ij"), axis=-1)
+        grid = ops.reshape(grid, (1, side * side, 2))
+        return ops.broadcast_to(grid, (ops.shape(images)[0], side * side, 2))
+
     def encode(self, tokens, key_mask=None):
         """The encoder and MAP head on embedded tokens (e.g. with some masked)."""
         tokens = self.encoder(tokens, key_mask=key_mask)
