@@ -90,11 +90,11 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
 
 - the image as a NaFlex patch sequence (`NaFlexImageConverter`: native aspect ratio, at
   most `max_num_patches` patches) and the caption's `token_ids`;
-- the LocCa tasks of each example (decoder inputs, targets and loss masks), built from the
+- one LocCa task per example (its decoder inputs, targets and loss mask), drawn from the
   caption, the boxes and the referring expressions with the `LocCaVocabulary` (the text
-  vocabulary plus location bins and task tokens) that `build_trainer` returns: all three
-  tasks per image (`config.locca_all_tasks`), so the decoder sees three times the referring
-  expressions for one pass of the image tower;
+  vocabulary plus location bins and task tokens) that `build_trainer` returns; with
+  `config.locca_all_tasks`, all three tasks of every image, read from one pass of the image
+  tower;
 - SILC's `local_views`: random crops, each as a short NaFlex sequence.
 
 Every random draw is seeded by the example's index, so the pipeline is reproducible, and a

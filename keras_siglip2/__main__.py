@@ -315,6 +315,16 @@ def main(argv=None):
         default = MainJobConfig.__dataclass_fields__[name].default
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
                            help=f"{text} (default: {default})")
+    for name, text in (
+        ("locca_position_codes", "the LocCa decoder adds sine-cosine codes of each patch's "
+         "place to the image tokens"),
+        ("locca_all_tasks", "every image trains all three LocCa tasks each step, not one "
+         "drawn task"),
+    ):
+        default = "on" if MainJobConfig.__dataclass_fields__[name].default else "off"
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name,
+                           action=argparse.BooleanOptionalAction,
+                           help=f"{text} (default: {default})")
     train.add_argument("--distribution", choices=("none", "data_parallel", "mirrored", "tpu"),
                        help="multi-device training: data_parallel (JAX, every local device), "
                        "mirrored or tpu (TensorFlow) (default: none)")

@@ -84,8 +84,9 @@ class MainJobConfig:
     # them it did not learn where objects are from this small tower (docs/findings.md).
     locca_position_codes: bool = True
     # Every scene trains all three LocCa tasks each step (three decoder examples on one pass
-    # of the tower) instead of one drawn task: three times the referring examples.
-    locca_all_tasks: bool = True
+    # of the tower) instead of one drawn task: LocCa box IoU 0.12-0.14 against 0.09, but the
+    # step takes about 1.5x as long, past the 15-minute budget (docs/findings.md).
+    locca_all_tasks: bool = False
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -134,12 +135,12 @@ class MainJobConfig:
                 side = "[" if low_ok else "("
                 raise ValueError(f"{name} must be a finite number in {side}{low}, {high}]; "
                                  f"got {value!r}.")
-        if self.locca_position_codes and self.width % 4:
-            raise ValueError(f"locca_position_codes needs a width divisible by 4; got "
-                             f"{self.width}: change width or set locca_position_codes=False.")
         if self.width % self.num_heads:
             raise ValueError(f"width ({self.width}) must be a multiple of num_heads "
                              f"({self.num_heads}).")
+        if self.locca_position_codes and self.width % 4:
+            raise ValueError(f"locca_position_codes needs a width divisible by 4; got "
+                             f"{self.width}: change width or set locca_position_codes=False.")
         if self.width < 2:
             raise ValueError(f"width must be >= 2 (the DINO heads' bottleneck is width // 2); "
                              f"got {self.width}.")
@@ -267,8 +268,10 @@ def _distribution_scope(config):
 
 
 # Settings that may change when a run resumes: where it runs and what is measured on the
-# side, not what it computes. A config.json from before a setting existed reads as None.
+# side, not what it computes. A config.json from before a setting existed reads as None,
+# or as the value that ran before it, for these:
 _PLACEMENT = ("distribution", "tpu", "validation_scenes")
+_BEFORE = {"locca_position_codes": False, "locca_all_tasks": False}
 _RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
               "losses.png", "validation.csv", "evaluation.png", "tensorboard", "gallery.png",
               "results.json")
@@ -390,6 +393,7 @@ def _check_same_run(workdir, config):
         raise ValueError(f"{path} cannot be read ({e}); pass --restart to start the run in "
                          f"{workdir} over.") from e
     ours = dataclasses.asdict(config)
+    saved = {**_BEFORE, **saved}
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} now" for k, v in ours.items()
                if k not in _PLACEMENT and saved.get(k) != v]
     if changed:

@@ -146,6 +146,7 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"width": 30, "num_heads": 4}, "multiple of num_heads"), ({"steps": 2.5}, "steps"),
     ({"distribution": "ring"}, "Unknown distribution"), ({"ema_decay": 2.0}, "ema_decay"),
     ({"pool_size": -1}, "pool_size must be an int >= 0"), ({"pool_size": 1.5}, "pool_size"),
+    ({"width": 18, "num_heads": 2}, "locca_position_codes needs a width divisible by 4"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -187,6 +188,13 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     for scenes in (0, 256, 64):
         assert main_job.train(MainJobConfig(steps=800, validation_scenes=scenes),
                               workdir) == workdir / "checkpoint"
+    # From before the LocCa settings existed: the run had neither, so it goes on without them.
+    del saved["locca_position_codes"], saved["locca_all_tasks"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="locca_position_codes: False there, True now"):
+        main_job.train(MainJobConfig(steps=800), workdir)
+    old = MainJobConfig(steps=800, locca_position_codes=False)
+    assert main_job.train(old, workdir) == workdir / "checkpoint"
 
 
 def test_a_diverging_main_job_exits_with_one_line_and_keeps_its_backup(tmp_path, capsys):

@@ -13,7 +13,7 @@ tokens' cross-attention keys and values computed once.
 With `image_position_codes=True` the decoder adds fixed sine-cosine codes of each image
 token's place (`position_codes`) to the tokens it attends to, as DETR adds position codes to
 its decoder's memory. A small image tower trained from scratch gives tokens from which the
-decoder could not learn where an object is: docs/findings.md, "Why the LocCa boxes miss".
+decoder could not learn where an object is (docs/findings.md, the LocCa boxes).
 """
 
 import keras

@@ -183,11 +183,11 @@ class LocCaTerm(LossTerm):
             )
         decoder_batch = {k: batch[k] for k in DECODER_KEYS}
         image = (student.image["sequence_output"], student.token_mask, student.token_positions)
-        per_image = decoder_batch["decoder_input_ids"].shape[1:-1]
-        if per_image:  # (B, tasks, T): every task of each image, on one pass of the tower.
-            decoder_batch = {k: ops.reshape(v, (-1, *v.shape[2:]))
+        shape = tuple(decoder_batch["decoder_input_ids"].shape)
+        if len(shape) == 3:  # (B, tasks, T): every task of each image, on one pass of the tower.
+            decoder_batch = {k: ops.reshape(v, (-1, *tuple(v.shape)[2:]))
                              for k, v in decoder_batch.items()}
-            image = [None if x is None else ops.repeat(x, per_image[0], axis=0) for x in image]
+            image = [None if x is None else ops.repeat(x, shape[1], axis=0) for x in image]
         logits = self.decoder(
             decoder_batch["decoder_input_ids"], image[0], image_mask=image[1],
             causal=decoder_batch["decoder_causal"], image_positions=image[2],
