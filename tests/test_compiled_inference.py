@@ -76,6 +76,38 @@ def test_compiled_calls_follow_the_current_weights():
     np.testing.assert_allclose(after, eager, atol=1e-5)
 
 
+def test_fastest_compiled_mode_matches_the_layers():
+    # On torch, "max" compiles the exported program with torch.compile; elsewhere it is True.
+    backbone = tiny_backbone()
+    token_ids = _token_ids(3)
+    fastest = backbone.encode_text(token_ids, compiled="max")
+    assert isinstance(fastest, np.ndarray) and fastest.shape == (3, 16)
+    eager = ops.convert_to_numpy(backbone.encode_text(token_ids, compiled=False))
+    np.testing.assert_allclose(fastest, eager, atol=1e-5)
+    with pytest.raises(ValueError, match='compiled is True, False or "max"; got \'fast\''):
+        backbone.encode_text(token_ids, compiled="fast")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.export programs are torch's")
+def test_torch_programs_export_again_for_replaced_variables():
+    from keras_siglip2.models.torch_program import ExportedPrograms
+
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((3,)), dense])
+    run = ExportedPrograms(model)
+    x = np.ones((4, 3), "float32")
+    np.testing.assert_allclose(run(x), ops.convert_to_numpy(model(x)), atol=1e-6)
+    dense.kernel.assign(np.full((3, 2), 2.0, "float32"))  # written in place: same program
+    assert len(run.programs) == 1
+    np.testing.assert_allclose(run(x), ops.convert_to_numpy(model(x)), atol=1e-6)
+    assert len(run.programs) == 1
+    model.quantize("int8")  # new variables: a new program
+    np.testing.assert_allclose(run(x), ops.convert_to_numpy(model(x)), atol=1e-6)
+    assert len(run.programs) == 2
+    run(np.ones((2, 3), "float32"))  # a new shape
+    assert len(run.programs) == 3
+
+
 def test_symbolic_traced_and_nested_calls_run_the_layers():
     backbone = tiny_backbone()
     token_ids = _token_ids(3)

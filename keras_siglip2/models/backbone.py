@@ -163,12 +163,15 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
             images: a (B, H, W, 3) array in [-1, 1] for a fixed-resolution tower; for
                 NaFlex, the dict of `patches`, `patch_coords`, `patch_mask` and
                 `spatial_shapes` (`NaFlexImageConverter`'s output; other keys are ignored).
-            compiled: True runs the tower as one compiled program (`predict_on_batch`:
-                `jax.jit` on JAX, once per input shape; `tf.function` on TensorFlow; no
-                autograd on PyTorch) and returns numpy. False runs the layers op by op and
-                returns a backend tensor (for debugging, or to take gradients). Symbolic or
-                traced inputs, and calls from inside another layer's call (a training
-                step), always run the layers directly, as False does.
+            compiled: True runs the tower as one compiled program, made once per input
+                shape (`jax.jit` on JAX, `tf.function` on TensorFlow, a `torch.export`
+                program without autograd on PyTorch), and returns numpy. "max" also
+                compiles the PyTorch program with `torch.compile`: faster calls after a
+                first call of tens of seconds per input shape (elsewhere, as True). False
+                runs the layers op by op and returns a backend tensor (for debugging, or to
+                take gradients). Symbolic or traced inputs, and calls from inside another
+                layer's call (a training step), always run the layers directly, as False
+                does.
             return_tokens: also return the tower's un-pooled `sequence_output` (B, N, D):
                 a dict with `embeddings` and `tokens`.
 
@@ -202,8 +205,8 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
     def encode_text(self, token_ids, compiled=True):
         """L2-normalised float32 text embeddings (B, E) of `token_ids` (B, L).
 
-        `compiled` as in `encode_images`: True (default) returns numpy from one compiled
-        program, False a backend tensor from the layers run op by op.
+        `compiled` as in `encode_images`: True (default) or "max" return numpy from one
+        compiled program, False a backend tensor from the layers run op by op.
 
         Example:
         >>> from keras_siglip2.testing import toy_backbone
@@ -216,14 +219,19 @@ class SigLIP2Backbone(keras_hub.models.Backbone):
 
     def _run(self, key, encode, tower, inputs, compiled):
         """`encode(inputs)`, through the cached `CompiledCall` `key` when compiled applies."""
+        if compiled not in (True, False, "max"):
+            raise ValueError(f'compiled is True, False or "max"; got {compiled!r}.')
         if not compiled or runs_traced(inputs):
             return encode(inputs)
         # In the instance dict, out of Keras's tracking: not a layer of the backbone, so not
         # in its weights, config or saved presets.
         calls = vars(self).setdefault("_compiled_calls", {})
-        if key not in calls:
-            calls[key] = CompiledCall(encode, [tower], name=f"encode_{key}")
-        return calls[key].predict_on_batch(host_arrays(inputs))
+        if (key, compiled) not in calls:
+            calls[key, compiled] = CompiledCall(
+                encode, [tower], name=f"encode_{key}",
+                torch_program="compile" if compiled == "max" else "export",
+            )
+        return calls[key, compiled].predict_on_batch(host_arrays(inputs))
 
     def get_config(self):
         return {
