@@ -25,7 +25,8 @@ def _signature(inputs):
 class ExportedPrograms:
     """`model(inputs)` (a Keras model on the torch backend) as exported torch programs.
 
-    Calls take numpy or torch inputs and return numpy, computed without autograd.
+    Calls take numpy or torch inputs, on any device, and return numpy, computed without
+    autograd.
 
     Args:
         model: a built Keras model; its variables are the programs' parameters.
@@ -48,8 +49,9 @@ class ExportedPrograms:
         self.programs = {}
 
     def __call__(self, inputs):
+        # Keras's conversion: on the variables' device, numpy copied (it may be read-only).
         inputs = keras.tree.map_structure(
-            lambda x: x if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x)),
+            lambda x: keras.ops.convert_to_tensor(x if keras.ops.is_tensor(x) else np.array(x)),
             inputs,
         )
         key = (_signature(inputs), tuple(id(v.value) for v in self.model.variables))
