@@ -2,10 +2,11 @@
 
 On the torch backend Keras runs every layer's `__call__` in Python (argument binding, dtype
 standardisation, tree walks: about 0.3 ms each, over a hundred per B/16 forward): about a
-third of the B/16 text tower's time at batch 1. `torch.export` traces the model once into a graph of torch operators
-that runs without it; `torch.compile` can then fuse that graph (inductor), for faster calls at
-a one-time compile of tens of seconds per input shape. Both are public torch APIs; Keras has
-none for this, so this is the package's only torch-specific inference code.
+third of the B/16 text tower's time at batch 1. `torch.export` traces the model once into a
+graph of torch operators that runs without it; `torch.compile` can then fuse that graph
+(inductor), for faster calls at a one-time compile of tens of seconds per input shape. Both
+are public torch APIs; Keras has none for this, so this is the package's only torch-specific
+inference code.
 
 The exported graph reads the model's parameters, not copies: `Variable.assign` writes them in
 place, so a program sees new weights. A program is keyed by the inputs' shapes and dtypes and by
