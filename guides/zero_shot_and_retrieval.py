@@ -87,7 +87,9 @@ sigmoid(exp(t) · cos + b) is the probability that the text describes the image,
 probabilities of one image need not sum to 1 (none of them may be high, or several).
 `encode_image_batch` and `encode_text_batch` return L2-normalised embeddings as numpy, from
 `backbone.encode_images` / `encode_text`, which run compiled (`compiled=False` runs them
-op by op, for debugging); `backbone.logits_head` holds t and b.
+op by op, for debugging; on PyTorch, `compiled="max"` adds `torch.compile`, worth its
+first call of about 30 s when one shape is encoded many times); `backbone.logits_head`
+holds t and b.
 """
 
 SHAPES = scenes.class_names("shape", "en")
