@@ -3,7 +3,8 @@
     python benchmarks/backends.py [--batches 1 8] [--repeats 5] [--towers image text]
 
 A backend is fixed per process, so one worker process per backend builds our B/16 backbone
-(float32, random weights, seed 0; image tower at 224 px, text at 64 tokens) and waits for
+as `inference.py` does (float32, random weights, seed 0; image tower at 224 px, text at 64
+tokens) and waits for
 requests; the parent times one call per candidate per round, in a shuffled order
 (`timing.interleaved`), so every backend sees the same load. Candidates: the public call as a
 user makes it (`compiled=True`) on JAX, TensorFlow and PyTorch, and on PyTorch also
@@ -25,7 +26,6 @@ import numpy as np
 
 from timing import interleaved, markdown_table, median
 
-B16 = dict(hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072)
 CANDIDATES = {"jax": [True], "tensorflow": [True], "torch": [True, "max", False]}
 
 
@@ -33,13 +33,9 @@ def worker():
     """Serves requests (JSON lines on stdin: tower, batch, compiled) with one call each."""
     import keras
 
-    from keras_siglip2 import SigLIP2Backbone, SigLIP2TextEncoder, SigLIP2VisionEncoder
+    from inference import Models  # the backbone `inference.py` times, alone
 
-    keras.utils.set_random_seed(0)
-    backbone = SigLIP2Backbone(
-        SigLIP2VisionEncoder(image_size=224, patch_size=16, **B16),
-        SigLIP2TextEncoder(32_000, 64, embedding_dim=768, **B16),
-    )
+    backbone = Models(towers=[], vocabulary_size=32_000).backbone
     rng = np.random.default_rng(0)
     inputs = {}
     print("ready", flush=True)
