@@ -44,6 +44,7 @@ from keras_siglip2.main_job import (
     build_trainer,
     image_converters,
     language_mix,
+    locca_tasks,
     scene_pool,
 )
 from keras_siglip2.pipelines import training_batches
@@ -57,10 +58,10 @@ def pipelines(config, tokenizer, vocab, pool):
     anew = training_batches(
         scenes.load("train", seed=config.seed, language=languages), tokenizer, converter,
         config.batch_size, vocab, config.decoder_length, views, seed=config.seed,
-        all_locca_tasks=config.locca_all_tasks,
+        **locca_tasks(config),
     )
     pooled = pool.training_batches(config.batch_size, languages, vocab, config.decoder_length,
-                                   all_locca_tasks=config.locca_all_tasks)
+                                   **locca_tasks(config))
     return {"drawn anew": anew.prefetch(2), "ScenePool": pooled.prefetch(2)}
 
 

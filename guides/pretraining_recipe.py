@@ -28,7 +28,7 @@ from PIL import Image
 
 from keras_siglip2.callbacks import AuxiliaryLossSchedule, StepLog, TrainingBackup
 from keras_siglip2.datasets import scenes
-from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix
+from keras_siglip2.main_job import MainJobConfig, build_trainer, language_mix, locca_tasks
 from keras_siglip2.pipelines import training_batches
 from keras_siglip2.plots import plot_curves
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
@@ -92,9 +92,11 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
   most `max_num_patches` patches) and the caption's `token_ids`;
 - one LocCa task per example (its decoder inputs, targets and loss mask), drawn from the
   caption, the boxes and the referring expressions with the `LocCaVocabulary` (the text
-  vocabulary plus location bins and task tokens) that `build_trainer` returns; with
-  `config.locca_all_tasks`, all three tasks of every image, read from one pass of the image
-  tower;
+  vocabulary plus location bins and task tokens) that `build_trainer` returns. Images with
+  objects draw captioning, referring expression → box and box → referring expression at
+  `config.locca_task_weights` (1 : 2 : 1); with `config.locca_all_tasks`, all three tasks of
+  every image, read from one pass of the image tower (`locca_tasks(config)` gives the
+  pipeline either);
 - SILC's `local_views`: random crops, each as a short NaFlex sequence.
 
 Every random draw is seeded by the example's index, so the pipeline is reproducible, and a
@@ -118,7 +120,7 @@ batches = training_batches(
     scenes.load("train", seed=config.seed, language=language_mix(config.english_fraction),
                 start=first),
     tokenizer, converter, config.batch_size, vocab, config.decoder_length, views,
-    seed=config.seed, start=first, all_locca_tasks=config.locca_all_tasks,
+    seed=config.seed, start=first, **locca_tasks(config),
 ).prefetch(2)
 batch = next(iter(batches))
 for key, value in batch.items():

@@ -65,6 +65,23 @@ def _template(text):
     return text
 
 
+def _numbers(text):
+    """Comma-separated numbers, e.g. `1,2,1` (their meaning is checked where they are used)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"needs comma-separated numbers, e.g. 1,2,1; got {text!r}") from None
+
+
+def _compiled(text):
+    """`--compiled` as `encode_images`' `compiled`: on → True, max → "max", off → False."""
+    modes = {"on": True, "max": "max", "off": False}
+    if text not in modes:
+        raise argparse.ArgumentTypeError(f"is on, max or off; got {text!r}")
+    return modes[text]
+
+
 def _labels(text):
     labels = [label.strip() for label in text.split(",") if label.strip()]
     if not labels:
@@ -235,9 +252,9 @@ def _zero_shot(args):
     backbone = model["backbone"]
     images = model["image_converter"](list(args.images))
     texts = model["tokenizer"]([args.template.format(label) for label in labels])
-    # Compiled (numpy, L2-normalised); the logit head is one small product.
-    image_embeddings = backbone.encode_images(images)
-    text_embeddings = backbone.encode_text(texts)
+    # L2-normalised (numpy unless --compiled off); the logit head is one small product.
+    image_embeddings = backbone.encode_images(images, compiled=args.compiled)
+    text_embeddings = backbone.encode_text(texts, compiled=args.compiled)
     logits = backbone.logits_head(image_embeddings, text_embeddings)
     probabilities = keras.ops.convert_to_numpy(keras.ops.sigmoid(logits))
     for path, row in zip(args.images, probabilities):
@@ -248,15 +265,18 @@ def _zero_shot(args):
 
 
 def _embed(args):
+    import keras
     import numpy as np
 
     model = _model(args.preset)
     backbone = model["backbone"]
     if args.images:
-        embeddings = backbone.encode_images(model["image_converter"](list(args.images)))
+        embeddings = backbone.encode_images(model["image_converter"](list(args.images)),
+                                            compiled=args.compiled)
     else:
-        embeddings = backbone.encode_text(model["tokenizer"](list(args.texts)))
-    embeddings = np.asarray(embeddings, "float32")  # compiled: numpy already
+        embeddings = backbone.encode_text(model["tokenizer"](list(args.texts)),
+                                          compiled=args.compiled)
+    embeddings = keras.ops.convert_to_numpy(embeddings).astype("float32")
     np.save(args.output, embeddings)
     print(f"saved {embeddings.shape[0]} embeddings of width {embeddings.shape[1]} to "
           f"{args.output}")
@@ -325,6 +345,12 @@ def main(argv=None):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name,
                            action=argparse.BooleanOptionalAction,
                            help=f"{text} (default: {default})")
+    train.add_argument("--locca-task-weights", dest="locca_task_weights", type=_numbers,
+                       metavar="CAP,AREF,GCAP",
+                       help="odds of the LocCa task drawn for an image with objects: "
+                       "captioning, referring expression -> box, box -> referring expression; "
+                       "not used with --locca-all-tasks (default: "
+                       + ",".join(f"{w:g}" for w in MainJobConfig().locca_task_weights) + ")")
     train.add_argument("--distribution", choices=("none", "data_parallel", "mirrored", "tpu"),
                        help="multi-device training: data_parallel (JAX, every local device), "
                        "mirrored or tpu (TensorFlow) (default: none)")
@@ -380,6 +406,13 @@ def main(argv=None):
     embed.add_argument("--output", "-o", required=True, type=_output_file,
                        help="the .npy file to write")
     embed.set_defaults(run=_embed)
+    for command in (zero_shot, embed):
+        command.add_argument(
+            "--compiled", type=_compiled, default=True, metavar="{on,max,off}",
+            help="how the towers run: on, one compiled program per input shape; max, on "
+            "PyTorch also torch.compile, faster calls after a first call of half a minute "
+            "(elsewhere the same as on); off, the layers op by op, for debugging "
+            "(default: on)")
     commands.add_parser(
         "presets", help="list the released checkpoints with their parameter counts"
     ).set_defaults(run=_presets)

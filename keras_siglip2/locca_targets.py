@@ -21,6 +21,8 @@ captions their first T − 6; box tokens and eos are never cut (T ≥ 6).
 Text ids come without eos/pad (`strip_text_ids` removes them from tokenizer output).
 """
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -195,19 +197,20 @@ def make_locca_example(task, caption_ids, box, region_ids, causal, vocab, sequen
 
 def sample_locca_example(
     caption_ids, boxes, region_ids, seed, vocab, sequence_length, causal_probability=0.5,
-    all_tasks=False,
+    all_tasks=False, task_weights=None,
 ):
     """A random LocCa example for one image, from TensorFlow ops only (for `Dataset.map`).
 
-    The task is uniform over those available (CAP always, AREF and GCAP when the image has at
-    least one box), the object uniform over the K boxes, and the layout causal with probability
+    An image without boxes always gets CAP. An image with at least one box draws CAP, AREF or
+    GCAP in proportion to `task_weights` (three numbers in `TASKS` order; None: uniform). The
+    object is uniform over the K boxes, and the layout causal with probability
     `causal_probability`; all drawn with stateless ops from `seed`, so equal seeds give equal
     examples (numpy results when called eagerly on numpy inputs). Pads and eos are stripped
     from the text ids, so tokenizer outputs can go in as is.
 
-    `all_tasks=True` gives one example of each task in `TASKS` order instead, every value
-    with a leading axis of 3; each draws its own object and layout. Without boxes, the AREF
-    and GCAP rows have an all-zero `decoder_loss_mask`.
+    `all_tasks=True` gives one example of each task in `TASKS` order instead (`task_weights`
+    must then be None), every value with a leading axis of 3; each draws its own object and
+    layout. Without boxes, the AREF and GCAP rows have an all-zero `decoder_loss_mask`.
 
     Args:
         caption_ids: (L,) image caption ids.
@@ -226,20 +229,48 @@ def sample_locca_example(
     ...                           vocab, 8, all_tasks=True)
     >>> ex["decoder_input_ids"].shape, ex["decoder_task"].tolist()
     ((3, 8), [0, 1, 2])
+    >>> ex = sample_locca_example([5, 6, 1, 0], [[0.1, 0.2, 0.5, 0.6]], [[7, 8, 1]], [0, 3],
+    ...                           vocab, 8, task_weights=(0, 1, 0))  # AREF only
+    >>> int(ex["decoder_task"])
+    1
     """
     numpy_mode = _numpy_mode(caption_ids, boxes, region_ids, seed)
+    if task_weights is not None:
+        if all_tasks:
+            raise ValueError("task_weights has no effect with all_tasks=True (every task is "
+                             "drawn once): give one or the other.")
+        task_weights = check_task_weights(task_weights)
     args = (caption_ids, boxes, region_ids, vocab, sequence_length, causal_probability)
     if all_tasks:
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), len(TASKS))
         rows = [_draw(*args, seeds[i], task=i) for i in range(len(TASKS))]
         example = {k: tf.stack([row[k] for row in rows]) for k in rows[0]}
     else:
-        example = _draw(*args, seed)
+        example = _draw(*args, seed, task_weights=task_weights)
     return _maybe_numpy(example, numpy_mode)
 
 
+def check_task_weights(task_weights, name="task_weights"):
+    """`task_weights` as a tuple of three floats, or a one-line error (about `name`) saying
+    what is wrong.
+
+    Example:
+    >>> check_task_weights([1, 2, 1])
+    (1.0, 2.0, 1.0)
+    """
+    try:
+        weights = () if isinstance(task_weights, str) else tuple(float(w) for w in task_weights)
+    except (TypeError, ValueError):
+        weights = ()
+    if len(weights) != len(TASKS) or not all(math.isfinite(w) and w >= 0 for w in weights) \
+            or not sum(weights) > 0:
+        raise ValueError(f"{name} must be three finite numbers >= 0 (CAP, AREF, GCAP), not "
+                         f"all zero; got {task_weights!r}.")
+    return weights
+
+
 def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probability, seed,
-          task=None):
+          task=None, task_weights=None):
     """`sample_locca_example`'s draw in TensorFlow ops, of a sampled or of a given task."""
     uniform = tf.random.stateless_uniform([3], tf.cast(seed, tf.int32))
     boxes = tf.convert_to_tensor(boxes, tf.float32)
@@ -247,7 +278,6 @@ def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probabi
         region_ids = tf.cast(region_ids, tf.int32)
     num_boxes = tf.shape(boxes)[0]
     has_boxes = num_boxes > 0
-    num_tasks = tf.where(has_boxes, len(TASKS), 1)
     pick = lambda u, n: tf.clip_by_value(  # noqa: E731
         tf.cast(u * tf.cast(n, tf.float32), tf.int32), 0, tf.maximum(n - 1, 0)
     )
@@ -257,9 +287,14 @@ def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probabi
     box = tf.cond(has_boxes, lambda: tf.gather(boxes, index), lambda: tf.zeros([4], boxes.dtype))
     region = tf.cond(has_boxes, lambda: strip(region_ids[index]), lambda: empty)
     causal = uniform[2] < causal_probability
+    if task is None:  # CAP without boxes, else task i when uniform[0] is in its share
+        weights = np.ones(len(TASKS)) if task_weights is None else np.asarray(task_weights)
+        thresholds = (np.cumsum(weights)[:-1] / weights.sum()).astype("float32")
+        drawn = tf.where(has_boxes, tf.reduce_sum(tf.cast(uniform[0] >= thresholds, tf.int32)), 0)
+    else:
+        drawn = task
     example = make_locca_example(
-        pick(uniform[0], num_tasks) if task is None else task, strip(caption_ids), box, region,
-        causal, vocab, sequence_length,
+        drawn, strip(caption_ids), box, region, causal, vocab, sequence_length,
     )
     if task:  # AREF or GCAP of an image without boxes: nothing to learn.
         example["decoder_loss_mask"] *= tf.cast(has_boxes, tf.float32)

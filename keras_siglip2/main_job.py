@@ -28,7 +28,7 @@ from keras_siglip2.callbacks import (
 from keras_siglip2.callbacks.step_log import StepProgress
 from keras_siglip2.checkpoint import load_checkpoint, save_checkpoint
 from keras_siglip2.datasets import scenes
-from keras_siglip2.locca_targets import LocCaVocabulary
+from keras_siglip2.locca_targets import LocCaVocabulary, check_task_weights
 from keras_siglip2.models.backbone import SigLIP2Backbone
 from keras_siglip2.models.locca_decoder import LocCaDecoder
 from keras_siglip2.models.naflex_vision_encoder import SigLIP2NaFlexVisionEncoder
@@ -84,9 +84,13 @@ class MainJobConfig:
     # them it did not learn where objects are from this small tower (docs/findings.md).
     locca_position_codes: bool = True
     # Every scene trains all three LocCa tasks each step (three decoder examples on one pass
-    # of the tower) instead of one drawn task: LocCa box IoU 0.12-0.14 against 0.09, but the
-    # step takes about 1.5x as long, past the 15-minute budget (docs/findings.md).
+    # of the tower) instead of one drawn task: about twice the step time, past the 15-minute
+    # budget, for boxes hardly better than the task mix below gives (docs/findings.md).
     locca_all_tasks: bool = False
+    # The drawn task's odds, CAP / AREF / GCAP, for scenes with objects: half the draws
+    # referring expression -> box raised the decoder's box IoU from 0.08-0.10 (a third each)
+    # to 0.12-0.14 at the same cost, lowering nothing beyond the seeds' spread.
+    locca_task_weights: tuple = (1.0, 2.0, 1.0)
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -144,6 +148,8 @@ class MainJobConfig:
         if self.width < 2:
             raise ValueError(f"width must be >= 2 (the DINO heads' bottleneck is width // 2); "
                              f"got {self.width}.")
+        self.locca_task_weights = check_task_weights(self.locca_task_weights,
+                                                     "locca_task_weights")
         if self.distribution not in ("none", "data_parallel", "mirrored", "tpu"):
             raise ValueError(f"Unknown distribution {self.distribution!r}: use 'none', "
                              "'data_parallel', 'mirrored' or 'tpu'.")
@@ -245,6 +251,17 @@ def scene_pool(config, tokenizer):
     return ScenePool(size, tokenizer, *image_converters(config), seed=config.seed)
 
 
+def locca_tasks(config):
+    """The LocCa task arguments of `training_batches` / `ScenePool.training_batches`.
+
+    Example:
+    >>> locca_tasks(MainJobConfig())
+    {'all_locca_tasks': False, 'locca_task_weights': (1.0, 2.0, 1.0)}
+    """
+    weights = None if config.locca_all_tasks else config.locca_task_weights
+    return {"all_locca_tasks": config.locca_all_tasks, "locca_task_weights": weights}
+
+
 def _distribution_scope(config):
     """The context to build the trainer in for `config.distribution` (fails fast)."""
     from keras_siglip2.distribution import strategy
@@ -271,7 +288,8 @@ def _distribution_scope(config):
 # side, not what it computes. A config.json from before a setting existed reads as None,
 # or as the value that ran before it, for these:
 _PLACEMENT = ("distribution", "tpu", "validation_scenes")
-_BEFORE = {"locca_position_codes": False, "locca_all_tasks": False}
+_BEFORE = {"locca_position_codes": False, "locca_all_tasks": False,
+           "locca_task_weights": [1.0, 1.0, 1.0]}
 _RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
               "losses.png", "validation.csv", "evaluation.png", "tensorboard", "gallery.png",
               "results.json")
@@ -335,12 +353,12 @@ def train(config, workdir, verbose=1, restart=False, callbacks=(), tensorboard=F
     if config.pool_size:
         pool = scene_pool(config, tokenizer)
         batches = pool.training_batches(config.batch_size, languages, *locca, start=first,
-                                        all_locca_tasks=config.locca_all_tasks)
+                                        **locca_tasks(config))
     else:
         batches = training_batches(
             scenes.load("train", seed=config.seed, language=languages, start=first),
             tokenizer, converter, config.batch_size, *locca, views, seed=config.seed,
-            start=first, all_locca_tasks=config.locca_all_tasks,
+            start=first, **locca_tasks(config),
         )
     batches = batches.prefetch(2)
     step_log, validation_log = workdir / "steps.csv", workdir / "validation.csv"
@@ -392,7 +410,7 @@ def _check_same_run(workdir, config):
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} cannot be read ({e}); pass --restart to start the run in "
                          f"{workdir} over.") from e
-    ours = dataclasses.asdict(config)
+    ours = json.loads(config.to_json())  # tuples as the saved lists
     saved = {**_BEFORE, **saved}
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} now" for k, v in ours.items()
                if k not in _PLACEMENT and saved.get(k) != v]

@@ -140,7 +140,7 @@ class ScenePool:
         return out
 
     def training_batches(self, batch_size, language, vocabulary=None, decoder_length=None,
-                         start=0, all_locca_tasks=False):
+                         start=0, all_locca_tasks=False, locca_task_weights=None):
         """Batches for `SigLIP2Trainer.fit`, the keys `pipelines.training_batches` gives.
 
         Args:
@@ -153,6 +153,8 @@ class ScenePool:
             start: the index of the first example (resume a stream where it stopped).
             all_locca_tasks: one LocCa example of each task per scene, (B, 3, T), instead
                 of one sampled task.
+            locca_task_weights: the sampled task's odds, CAP / AREF / GCAP, for scenes with
+                objects (`sample_locca_example`'s `task_weights`; None: uniform).
         """
         import tensorflow as tf
 
@@ -181,7 +183,8 @@ class ScenePool:
                 example_seed = tf.stack([tf.cast(self.seed, tf.int32), tf.cast(index, tf.int32)])
                 locca = sample_locca_example(values[4], values[6], values[5], example_seed,
                                              vocabulary, decoder_length,
-                                             all_tasks=all_locca_tasks)
+                                             all_tasks=all_locca_tasks,
+                                             task_weights=locca_task_weights)
                 batch.update({k: locca[k] for k in DECODER_KEYS})
             if self.local_views is not None:
                 batch["local_views"] = _from_pixels(dict(zip(_IMAGE_KEYS, values[7:])))

@@ -100,6 +100,10 @@ def test_train_then_eval_zero_shot_and_embed_from_its_checkpoint(tmp_path, capsy
     embeddings = np.load(tmp_path / "texts.npy")
     assert embeddings.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    for mode in ("off", "max"):  # the layers op by op; on PyTorch, torch.compile
+        main(["embed", "--preset", str(checkpoint), "--texts", "a red circle", "ein Quadrat",
+              "-o", str(tmp_path / f"{mode}.npy"), "--compiled", mode])
+        np.testing.assert_allclose(np.load(tmp_path / f"{mode}.npy"), embeddings, atol=1e-5)
 
 
 def test_cli_argument_errors_are_one_line(tmp_path):
@@ -167,6 +171,8 @@ def image(tmp_path):
     (["embed", "--preset", "p", "-o", "e.npy", "--texts", "ok", "caf\udcc3"],
      "--texts: item 2 is not valid UTF-8 text"),
     (["embed", "--preset", "p", "-o", "e.npy"], "give either --images or --texts"),
+    (["embed", "--preset", "p", "-o", "e.npy", "--texts", "a", "--compiled", "yes"],
+     "--compiled: is on, max or off; got 'yes'"),
     (["embed", "--preset", "p", "-o", "no/such/dir/e.npy", "--images", "IMAGE"], "--output"),
     (["export", "out", "--preset", "p", "--max-num-patches", "0"], "--max-num-patches: must be"),
     (["convert", "p", "NONEMPTY"], "is not an empty directory"),

@@ -276,6 +276,49 @@ def test_tf_data_sampler_is_deterministic_and_covers_tasks_and_modes():
     assert eager["decoder_target_ids"][eager["decoder_loss_mask"] > 0].tolist() == [5, 6, 1]
 
 
+def _drawn_tasks(boxes, count, **kwargs):
+    """The task `sample_locca_example` draws for seeds (7, 0) … (7, count - 1)."""
+    regions = [[7, 8, 1], [9, 1, 0]][: len(boxes)]
+    draw = lambda i: sample_locca_example(  # noqa: E731
+        [5, 6, 1, 0], tf.reshape(tf.constant(boxes, tf.float32), [-1, 4]),
+        tf.reshape(tf.constant(regions, tf.int32), [-1, 3]), tf.stack([7, tf.cast(i, tf.int32)]),
+        SMALL_VOCAB, 12, **kwargs,
+    )["decoder_task"]
+    return np.concatenate(list(tf.data.Dataset.range(count).map(draw).batch(count)))
+
+
+def test_task_weights_set_the_odds_of_the_drawn_task():
+    boxes = [[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.9]]
+    shares = np.bincount(_drawn_tasks(boxes, 4000, task_weights=(1, 2, 1)), minlength=3) / 4000
+    np.testing.assert_allclose(shares, [0.25, 0.5, 0.25], atol=0.03)
+    assert set(_drawn_tasks(boxes, 300, task_weights=(0, 1, 1)).tolist()) == {1, 2}
+    assert set(_drawn_tasks(boxes, 300, task_weights=[0, 0, 5]).tolist()) == {2}
+    # An image without boxes gets captioning whatever the weights.
+    assert set(_drawn_tasks([], 100, task_weights=(0, 1, 1)).tolist()) == {0}
+
+
+def test_uniform_task_draws_are_those_of_runs_from_before_task_weights():
+    # The tasks drawn for these seeds by the sampler before `task_weights` existed (commit
+    # 8a17a9c): a run started then resumes to the same stream.
+    before = [int(t) for t in "200212220222100201222211210112010221222121221222121201101201"]
+    boxes = [[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.9]]
+    assert _drawn_tasks(boxes, 60).tolist() == before
+    assert _drawn_tasks(boxes, 60, task_weights=(1, 1, 1)).tolist() == before
+
+
+@pytest.mark.parametrize("weights", [(1, 2), (1, -1, 1), (0, 0, 0), (1, float("nan"), 1), "121"])
+def test_bad_task_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="task_weights must be three finite numbers >= 0"):
+        sample_locca_example([5, 1], [[0, 0, 1, 1]], [[7, 1]], [0, 1], SMALL_VOCAB, 8,
+                             task_weights=weights)
+
+
+def test_task_weights_and_all_tasks_are_one_or_the_other():
+    with pytest.raises(ValueError, match="task_weights has no effect with all_tasks=True"):
+        sample_locca_example([5, 1], [[0, 0, 1, 1]], [[7, 1]], [0, 1], SMALL_VOCAB, 8,
+                             all_tasks=True, task_weights=(1, 2, 1))
+
+
 def test_all_tasks_gives_one_example_of_each_task_per_image():
     examples = [tf.nest.map_structure(lambda t: t.numpy(), ex) for ex in toy_dataset()]
     seen_causal = set()

@@ -1,6 +1,7 @@
 """Dependable training runs: kills resume to the uninterrupted run's weights, divergence keeps
 the last good state, and the main job's settings are checked before anything is written."""
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -147,6 +148,7 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"distribution": "ring"}, "Unknown distribution"), ({"ema_decay": 2.0}, "ema_decay"),
     ({"pool_size": -1}, "pool_size must be an int >= 0"), ({"pool_size": 1.5}, "pool_size"),
     ({"width": 18, "num_heads": 2}, "locca_position_codes needs a width divisible by 4"),
+    ({"locca_task_weights": (1, -1, 1)}, "locca_task_weights must be three finite numbers"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -155,7 +157,8 @@ def test_main_job_settings_are_checked_up_front(setting, message):
 
 def test_train_rejects_bad_arguments_before_writing_anything(tmp_path, capsys):
     for args in (["--steps", "-5"], ["--steps", "0"], ["--batch-size", "0"],
-                 ["--learning-rate", "-1"], ["--learning-rate", "nan"]):
+                 ["--learning-rate", "-1"], ["--learning-rate", "nan"],
+                 ["--locca-task-weights", "1,x,1"], ["--locca-task-weights", "1,2"]):
         with pytest.raises(SystemExit) as exited:
             main(["train", "--workdir", str(tmp_path / "run"), *args])
         assert exited.value.code == 2
@@ -194,6 +197,13 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     with pytest.raises(ValueError, match="locca_position_codes: False there, True now"):
         main_job.train(MainJobConfig(steps=800), workdir)
     old = MainJobConfig(steps=800, locca_position_codes=False)
+    assert main_job.train(old, workdir) == workdir / "checkpoint"
+    # From before the task weights: its tasks were drawn uniformly.
+    del saved["locca_task_weights"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"locca_task_weights: \[1.0, 1.0, 1.0\] there"):
+        main_job.train(old, workdir)
+    old = dataclasses.replace(old, locca_task_weights=(1, 1, 1))
     assert main_job.train(old, workdir) == workdir / "checkpoint"
 
 
