@@ -2,16 +2,15 @@
 
     python benchmarks/backends.py [--batches 1 8] [--repeats 5] [--towers image text]
 
-A backend is fixed per process, so one worker process per backend builds our B/16 backbone
-as `inference.py` does (float32, random weights, seed 0; image tower at 224 px, text at 64
-tokens) and waits for
-requests; the parent times one call per candidate per round, in a shuffled order
-(`timing.interleaved`), so every backend sees the same load. Candidates: the public call as a
-user makes it (`compiled=True`) on JAX, TensorFlow and PyTorch, and on PyTorch also
-`compiled="max"` (the exported program compiled with `torch.compile`) and `compiled=False`
-under `torch.no_grad` (Keras's layer-by-layer call). "first call" is each candidate's first
-call of the shape (the compilation included). "× JAX" is the candidate's speed over JAX's public
-call (target for PyTorch: ≥ 0.85).
+A backend is fixed per process, so one worker process per backend builds our B/16 backbone as
+`inference.py` does (float32, random weights, seed 0; image tower at 224 px, text at 64
+tokens) and waits for requests; the parent times one call per candidate per round, in a
+shuffled order (`timing.interleaved`), so every backend sees the same load. Candidates: the
+public call as a user makes it (`compiled=True`) on JAX, TensorFlow and PyTorch, and on
+PyTorch also `compiled="max"` (the exported program compiled with `torch.compile`) and
+`compiled=False` under `torch.no_grad` (Keras's layer-by-layer call). "first call" is each
+candidate's first call of the shape (the compilation included). "× JAX" is the candidate's
+speed over JAX's public call (target for PyTorch: ≥ 0.85).
 """
 
 import argparse
