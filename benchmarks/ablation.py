@@ -2,7 +2,7 @@
 with the sigmoid loss alone, + LocCa, and + LocCa + SILC/TIPS, at several seeds, next to the
 same model untrained, every row measured by the same evaluators.
 
-    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 1600] [--seeds 0 1 2]
+    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 2400] [--seeds 0 1 2]
         [--workdir ablation] [--rows untrained sigmoid "+ LocCa" "+ LocCa + SILC/TIPS"]
     KERAS_BACKEND=jax python benchmarks/ablation.py --long    # 4x the steps, for the trend
 
@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from keras_siglip2 import huge_pages
 from keras_siglip2.datasets import scenes
 from keras_siglip2.main_job import MainJobConfig, build_trainer, evaluate, image_converters, train
 
@@ -136,4 +137,5 @@ def main():
 
 
 if __name__ == "__main__":
+    huge_pages.restart_with_huge_pages()  # as `train` does (keras_siglip2/huge_pages.py)
     main()

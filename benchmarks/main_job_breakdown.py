@@ -18,7 +18,7 @@ with the default `MainJobConfig`:
 - "+ EMATeacher callback": the per-step callbacks plus the teacher moved by the `EMATeacher`
   callback instead of inside the step (the main job until 2026-12-06);
 - "backup write": one `TrainingBackup` write (model, teacher, optimizer) per step of an
-  epoch of the default run (1,600 steps / 10 epochs);
+  epoch of the default run (2,400 steps / 10 epochs);
 - "fit, data drawn anew" / "fit, ScenePool": the main job's `fit` as it runs (the
   pipeline and the per-step callbacks), with each pipeline.
 Seconds per step are medians over `--repeats` calls of `--steps` steps, after a warm-up call.
@@ -38,6 +38,7 @@ from keras_siglip2.callbacks import (
     TerminateOnNaN,
     TrainingBackup,
 )
+from keras_siglip2 import huge_pages
 from keras_siglip2.datasets import scenes
 from keras_siglip2.main_job import (
     MainJobConfig,
@@ -139,4 +140,5 @@ def main():
 
 
 if __name__ == "__main__":
+    huge_pages.restart_with_huge_pages()  # as `train` does (keras_siglip2/huge_pages.py)
     main()

@@ -1,7 +1,8 @@
 """SigLIP 2 for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
-# First, before any backend loads: quiets them under `python -m keras_siglip2` (quiet.py).
-from keras_siglip2 import quiet
+# First, before any backend loads: under `python -m keras_siglip2`, `train` restarts with
+# huge pages and the backends are quieted (startup.py).
+from keras_siglip2 import startup
 from keras_siglip2.models import (
     LocCaDecoder,
     SigLIP2Backbone,

@@ -1,9 +1,12 @@
 """Command line: `python -m keras_siglip2 {train,eval,zero-shot,embed,presets,convert,export}`
 (also installed as `keras-siglip2`). `--help` on each command says what it takes.
 
-The backends' own log lines (TensorFlow's and XLA's start-up notices, SentencePiece's) are
-kept off the terminal from before they load (`keras_siglip2.quiet`, run by the package's
-`__init__`); `--verbose` before the command leaves them be."""
+Before any backend loads (`keras_siglip2.startup`, run by the package's `__init__`):
+- `train` restarts itself with huge pages where glibc can give them
+  (`keras_siglip2.huge_pages`; `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` keeps 4 KiB pages);
+- the backends' own log lines (TensorFlow's and XLA's start-up notices, SentencePiece's) are
+  kept off the terminal (`keras_siglip2.quiet`); `--verbose` before the command leaves them
+  be."""
 
 import argparse
 import json

@@ -1,9 +1,7 @@
 """A quiet command line: no backend log lines on the terminal unless `--verbose`.
 
-`python -m keras_siglip2` and `keras-siglip2` import the package first; its `__init__`
-imports this module before any backend loads, which calls `quiet_command_line()`. In any
-other program (a script or notebook that imports keras_siglip2, the tests) that does nothing.
-Under the command line, unless `--verbose` comes before the command, it:
+Under `python -m keras_siglip2` and `keras-siglip2`, unless `--verbose` comes before the
+command, `keras_siglip2.startup` calls `quiet_backends()` before any backend loads. It:
 
 - sets the log levels the backends read as they load, each only where the environment does
   not set it already: TF_CPP_MIN_LOG_LEVEL=3 (TensorFlow, and XLA inside jaxlib: errors
@@ -47,47 +45,6 @@ for line in sys.stdin.buffer:
         sys.stdout.buffer.write(line)
         sys.stdout.buffer.flush()
 """
-
-
-def started_from_command_line(argv=None, orig_argv=None):
-    """True while `python -m keras_siglip2 ...` or the `keras-siglip2` script starts.
-
-    Example:
-    >>> started_from_command_line(["-m", "train"], ["python", "-m", "keras_siglip2", "train"])
-    True
-    >>> started_from_command_line(["-m"], ["python", "-m", "pytest"])
-    False
-    >>> started_from_command_line(["/venv/bin/keras-siglip2", "train"], [])
-    True
-    """
-    argv = getattr(sys, "argv", []) if argv is None else argv
-    orig_argv = getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv
-    if argv[:1] == ["-m"]:  # `python -m <module>` while Python imports the module's package
-        pairs = zip(orig_argv, [*orig_argv[1:], ""])
-        return any(a == "-mkeras_siglip2" or (a, b) == ("-m", "keras_siglip2") for a, b in pairs)
-    return bool(argv) and os.path.basename(argv[0]) == "keras-siglip2"
-
-
-def wants_verbose(args):
-    """True if `--verbose` comes before the command in `args` (the arguments after the
-    program), where the command line takes it.
-
-    Example:
-    >>> wants_verbose(["--verbose", "train"]), wants_verbose(["train", "--verbose"])
-    (True, False)
-    """
-    for arg in args:
-        if not arg.startswith("-"):
-            return False
-        if arg == "--verbose":
-            return True
-    return False
-
-
-def quiet_command_line():
-    """Quiets the backends (see the module docstring) if the command line is starting."""
-    if started_from_command_line() and not wants_verbose(sys.argv[1:]):
-        quiet_backends()
 
 
 def quiet_backends(filter_stderr=True):
@@ -135,6 +92,3 @@ def _filter_stderr():
 
     atexit.register(restore)
 
-
-# On import: the package's `__init__` imports this module before anything else.
-quiet_command_line()
