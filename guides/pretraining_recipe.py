@@ -95,8 +95,9 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
   vocabulary plus location bins and task tokens) that `build_trainer` returns. Images with
   objects draw captioning, referring expression → box and box → referring expression at
   `config.locca_task_weights` (1 : 2 : 1); with `config.locca_all_tasks`, all three tasks of
-  every image, read from one pass of the image tower (`locca_tasks(config)` gives the
-  pipeline either);
+  every image, read from one pass of the image tower. Each is in the causal layout with
+  probability `config.locca_causal_probability` (1 here; the paper's 0.5 predicts the rest
+  in parallel), and `locca_tasks(config)` gives the pipeline these settings;
 - SILC's `local_views`: random crops, each as a short NaFlex sequence.
 
 Every random draw is seeded by the example's index, so the pipeline is reproducible, and a

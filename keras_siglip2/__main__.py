@@ -330,6 +330,8 @@ def main(argv=None):
         ("width", int, "width of the towers and decoder"), ("depth", int, "image tower layers"),
         ("max_num_patches", int, "NaFlex patches per image"),
         ("english_fraction", float, "share of English captions in training"),
+        ("locca_causal_probability", float, "share of LocCa examples in the causal "
+         "(teacher-forced) layout, the rest predicted in parallel"),
         ("pool_size", int, "training scenes drawn once and reused with fresh draws per pass "
          "(0: every example drawn anew)"),
         ("validation_scenes", int, "validation scenes measured after every epoch (zero-shot, "

@@ -92,6 +92,10 @@ class MainJobConfig:
     # referring expression -> box raised the decoder's box IoU from 0.08-0.10 (a third each)
     # to 0.12-0.14 at the same cost, lowering nothing beyond the seeds' spread.
     locca_task_weights: tuple = (1.0, 2.0, 1.0)
+    # The share of LocCa examples in the causal (teacher-forced) layout, the rest predicted
+    # in parallel from [MASK] inputs. The paper's half left this small decoder's greedy boxes
+    # (decoded causally) far below what all-causal examples teach it (docs/findings.md).
+    locca_causal_probability: float = 1.0
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -130,7 +134,8 @@ class MainJobConfig:
                 raise ValueError(f"{name} must be an int >= 0; got {value!r}.")
         ranges = {"learning_rate": (0, math.inf, False), "weight_decay": (0, math.inf, True),
                   "warmup_fraction": (0, 1, True), "english_fraction": (0, 1, True),
-                  "auxiliary_start_fraction": (0, 1, True), "ema_decay": (0, 1, True)}
+                  "auxiliary_start_fraction": (0, 1, True), "ema_decay": (0, 1, True),
+                  "locca_causal_probability": (0, 1, True)}
         for name, (low, high, low_ok) in ranges.items():
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -256,11 +261,13 @@ def locca_tasks(config):
     """The LocCa task arguments of `training_batches` / `ScenePool.training_batches`.
 
     Example:
-    >>> locca_tasks(MainJobConfig())
-    {'all_locca_tasks': False, 'locca_task_weights': (1.0, 2.0, 1.0)}
+    >>> tasks = locca_tasks(MainJobConfig())
+    >>> tasks["all_locca_tasks"], tasks["locca_task_weights"], tasks["locca_causal_probability"]
+    (False, (1.0, 2.0, 1.0), 1.0)
     """
     weights = None if config.locca_all_tasks else config.locca_task_weights
-    return {"all_locca_tasks": config.locca_all_tasks, "locca_task_weights": weights}
+    return {"all_locca_tasks": config.locca_all_tasks, "locca_task_weights": weights,
+            "locca_causal_probability": config.locca_causal_probability}
 
 
 def _distribution_scope(config):
@@ -290,7 +297,7 @@ def _distribution_scope(config):
 # or as the value that ran before it, for these:
 _PLACEMENT = ("distribution", "tpu", "validation_scenes")
 _BEFORE = {"locca_position_codes": False, "locca_all_tasks": False,
-           "locca_task_weights": [1.0, 1.0, 1.0]}
+           "locca_task_weights": [1.0, 1.0, 1.0], "locca_causal_probability": 0.5}
 _RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
               "losses.png", "validation.csv", "evaluation.png", "tensorboard", "gallery.png",
               "results.json")

@@ -30,13 +30,15 @@ def converted_image(image_converter, image):
 def training_batches(
     examples, tokenizer, image_converter, batch_size, vocabulary=None, decoder_length=None,
     local_views=None, seed=0, start=0, all_locca_tasks=False, locca_task_weights=None,
+    locca_causal_probability=0.5,
 ):
     """Batches for `SigLIP2Trainer.fit`: images, `token_ids`, and the recipe's extra inputs.
 
     With a `LocCaVocabulary`, each example gets one LocCa task (captioning, referring
     expression → box, box → referring expression) of `decoder_length` tokens, drawn by
     `sample_locca_example` in proportion to `locca_task_weights` (or all three,
-    `all_locca_tasks`: (B, 3, T) decoder inputs); with a `LocalViews` layer, SILC's
+    `all_locca_tasks`: (B, 3, T) decoder inputs), in the causal layout with probability
+    `locca_causal_probability` (else the parallel one); with a `LocalViews` layer, SILC's
     `local_views`. Batches drop the remainder so that every step has one static shape. The
     draws of example i are seeded by `(seed, start + i)`: give `examples` that begin at
     example `start` (e.g. `scenes.load(..., start=start)`) to resume a stream.
@@ -64,7 +66,7 @@ def training_batches(
             locca = sample_locca_example(
                 token_ids, example["boxes"], tokenizer(example["referring_expressions"]),
                 example_seed, vocabulary, decoder_length, all_tasks=all_locca_tasks,
-                task_weights=locca_task_weights,
+                task_weights=locca_task_weights, causal_probability=locca_causal_probability,
             )
             batch.update({k: locca[k] for k in DECODER_KEYS})
         if local_views is not None:

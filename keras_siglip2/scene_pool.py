@@ -140,7 +140,8 @@ class ScenePool:
         return out
 
     def training_batches(self, batch_size, language, vocabulary=None, decoder_length=None,
-                         start=0, all_locca_tasks=False, locca_task_weights=None):
+                         start=0, all_locca_tasks=False, locca_task_weights=None,
+                         locca_causal_probability=0.5):
         """Batches for `SigLIP2Trainer.fit`, the keys `pipelines.training_batches` gives.
 
         Args:
@@ -155,6 +156,8 @@ class ScenePool:
                 of one sampled task.
             locca_task_weights: the sampled task's odds, CAP / AREF / GCAP, for scenes with
                 objects (`sample_locca_example`'s `task_weights`; None: uniform).
+            locca_causal_probability: the share of LocCa examples in the causal layout
+                (`sample_locca_example`'s `causal_probability`).
         """
         import tensorflow as tf
 
@@ -184,7 +187,8 @@ class ScenePool:
                 locca = sample_locca_example(values[4], values[6], values[5], example_seed,
                                              vocabulary, decoder_length,
                                              all_tasks=all_locca_tasks,
-                                             task_weights=locca_task_weights)
+                                             task_weights=locca_task_weights,
+                                             causal_probability=locca_causal_probability)
                 batch.update({k: locca[k] for k in DECODER_KEYS})
             if self.local_views is not None:
                 batch["local_views"] = _from_pixels(dict(zip(_IMAGE_KEYS, values[7:])))

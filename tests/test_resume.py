@@ -149,6 +149,7 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"pool_size": -1}, "pool_size must be an int >= 0"), ({"pool_size": 1.5}, "pool_size"),
     ({"width": 18, "num_heads": 2}, "locca_position_codes needs a width divisible by 4"),
     ({"locca_task_weights": (1, -1, 1)}, "locca_task_weights must be three finite numbers"),
+    ({"locca_causal_probability": 1.5}, r"locca_causal_probability must be a finite number"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -204,6 +205,13 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     with pytest.raises(ValueError, match=r"locca_task_weights: \[1.0, 1.0, 1.0\] there"):
         main_job.train(old, workdir)
     old = dataclasses.replace(old, locca_task_weights=(1, 1, 1))
+    assert main_job.train(old, workdir) == workdir / "checkpoint"
+    # From before the causal share: half its LocCa examples were in the parallel layout.
+    del saved["locca_causal_probability"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"locca_causal_probability: 0.5 there, 1.0 now"):
+        main_job.train(old, workdir)
+    old = dataclasses.replace(old, locca_causal_probability=0.5)
     assert main_job.train(old, workdir) == workdir / "checkpoint"
 
 

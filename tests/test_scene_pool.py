@@ -74,6 +74,17 @@ def test_a_stream_resumes_at_any_example(setup):
             whole[4][key] if key != "local_views" else whole[4][key]["patches"])
 
 
+def test_the_causal_share_sets_the_decoders_layout_in_both_pipelines(setup):
+    tokenizer, converter, _, vocab, pool = setup
+    for share in (0.0, 1.0):
+        pooled = next(iter(pool.training_batches(SIZE, "en", vocab, 20,
+                                                 locca_causal_probability=share)))
+        live = next(iter(training_batches(scenes.load("train", SIZE), tokenizer, converter,
+                                          SIZE, vocab, 20, locca_causal_probability=share)))
+        for batch in (pooled, live):
+            assert (np.asarray(batch["decoder_causal"]) == share).all()
+
+
 def test_bad_arguments_are_named(setup):
     tokenizer, converter, views, vocab, pool = setup
     with pytest.raises(ValueError, match="size"):
