@@ -29,6 +29,8 @@ import tensorflow as tf
 TASKS = ("cap", "aref", "gcap")
 # The decoder inputs of a LocCa example, as `SigLIP2Trainer` reads them from a batch.
 DECODER_KEYS = ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask", "decoder_causal")
+# The paper's share of examples in the causal (teacher-forced) layout; the rest are parallel.
+CAUSAL_PROBABILITY = 0.5
 
 
 def _numpy_mode(*values):
@@ -196,8 +198,8 @@ def make_locca_example(task, caption_ids, box, region_ids, causal, vocab, sequen
 
 
 def sample_locca_example(
-    caption_ids, boxes, region_ids, seed, vocab, sequence_length, causal_probability=0.5,
-    all_tasks=False, task_weights=None,
+    caption_ids, boxes, region_ids, seed, vocab, sequence_length,
+    causal_probability=CAUSAL_PROBABILITY, all_tasks=False, task_weights=None,
 ):
     """A random LocCa example for one image, from TensorFlow ops only (for `Dataset.map`).
 
@@ -303,7 +305,7 @@ def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probabi
 
 def locca_map_fn(
     vocab, sequence_length, seed=0, caption_key="caption_ids", boxes_key="boxes",
-    region_ids_key="region_ids", causal_probability=0.5,
+    region_ids_key="region_ids", causal_probability=CAUSAL_PROBABILITY,
 ):
     """`fn(index, features)` for `dataset.enumerate().map(fn)`: adds the `decoder_*` features.
 

@@ -10,7 +10,7 @@ seeded by (seed, example index), so a pipeline is reproducible and resumable.
 import tensorflow as tf
 
 from keras_siglip2.evaluation import patch_labels
-from keras_siglip2.locca_targets import DECODER_KEYS, sample_locca_example
+from keras_siglip2.locca_targets import CAUSAL_PROBABILITY, DECODER_KEYS, sample_locca_example
 from keras_siglip2.preprocessing import NaFlexImageConverter
 
 
@@ -30,7 +30,7 @@ def converted_image(image_converter, image):
 def training_batches(
     examples, tokenizer, image_converter, batch_size, vocabulary=None, decoder_length=None,
     local_views=None, seed=0, start=0, all_locca_tasks=False, locca_task_weights=None,
-    locca_causal_probability=0.5,
+    locca_causal_probability=CAUSAL_PROBABILITY,
 ):
     """Batches for `SigLIP2Trainer.fit`: images, `token_ids`, and the recipe's extra inputs.
 

@@ -14,7 +14,7 @@ seeded by (seed, example index), so a stream is reproducible and resumes from an
 import numpy as np
 
 from keras_siglip2.datasets import scenes
-from keras_siglip2.locca_targets import DECODER_KEYS, sample_locca_example
+from keras_siglip2.locca_targets import CAUSAL_PROBABILITY, DECODER_KEYS, sample_locca_example
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
 _IMAGE_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
@@ -141,7 +141,7 @@ class ScenePool:
 
     def training_batches(self, batch_size, language, vocabulary=None, decoder_length=None,
                          start=0, all_locca_tasks=False, locca_task_weights=None,
-                         locca_causal_probability=0.5):
+                         locca_causal_probability=CAUSAL_PROBABILITY):
         """Batches for `SigLIP2Trainer.fit`, the keys `pipelines.training_batches` gives.
 
         Args:
