@@ -94,7 +94,7 @@ print(example["referring_expressions"], example["boxes"].round(2).tolist())
   caption, the boxes and the referring expressions with the `LocCaVocabulary` (the text
   vocabulary plus location bins and task tokens) that `build_trainer` returns. Images with
   objects draw captioning, referring expression → box and box → referring expression at
-  `config.locca_task_weights` (1 : 2 : 1); with `config.locca_all_tasks`, all three tasks of
+  `config.locca_task_weights` (1 : 3 : 1); with `config.locca_all_tasks`, all three tasks of
   every image, read from one pass of the image tower. Each is in the causal layout with
   probability `config.locca_causal_probability` (1 here; the paper's 0.5 predicts the rest
   in parallel), and `locca_tasks(config)` gives the pipeline these settings;

@@ -213,6 +213,14 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
         main_job.train(old, workdir)
     old = dataclasses.replace(old, locca_causal_probability=0.5)
     assert main_job.train(old, workdir) == workdir / "checkpoint"
+    # A run of the 1 : 2 : 1 default resumes only with that mix (the default is now 1 : 3 : 1).
+    (workdir / "config.json").write_text(MainJobConfig(steps=800, locca_task_weights=(1, 2, 1))
+                                         .to_json())
+    with pytest.raises(ValueError, match=r"locca_task_weights: \[1.0, 2.0, 1.0\] there, "
+                                         r"\[1.0, 3.0, 1.0\] now"):
+        main_job.train(MainJobConfig(steps=800), workdir)
+    assert main_job.train(MainJobConfig(steps=800, locca_task_weights=(1, 2, 1)),
+                          workdir) == workdir / "checkpoint"
 
 
 def test_a_diverging_main_job_exits_with_one_line_and_keeps_its_backup(tmp_path, capsys):
