@@ -112,7 +112,7 @@ def main():
     parser.add_argument("--steps", type=int, default=MainJobConfig.steps,
                         help="training steps per run")
     parser.add_argument("--long", action="store_true",
-                        help="4x --steps (about an hour per run on 2 CPU cores)")
+                        help="4x --steps (about 35 minutes per run on 2 idle CPU cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-examples", type=int, default=1000,
                         help="test scenes per evaluator; the probes fit on half as many")
