@@ -46,6 +46,7 @@ from keras_siglip2.main_job import (
     image_converters,
     language_mix,
     locca_tasks,
+    pool_locca_tasks,
     scene_pool,
 )
 from keras_siglip2.pipelines import training_batches
@@ -62,7 +63,7 @@ def pipelines(config, tokenizer, vocab, pool):
         **locca_tasks(config),
     )
     pooled = pool.training_batches(config.batch_size, languages, vocab, config.decoder_length,
-                                   **locca_tasks(config))
+                                   **pool_locca_tasks(config))
     return {"drawn anew": anew.prefetch(2), "ScenePool": pooled.prefetch(2)}
 
 

@@ -350,6 +350,11 @@ def main(argv=None):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name,
                            action=argparse.BooleanOptionalAction,
                            help=f"{text} (default: {default})")
+    train.add_argument("--locca-length-groups", dest="locca_length_groups",
+                       action=argparse.BooleanOptionalAction,
+                       help="draw the LocCa tasks by batch, so the decoder skips the padding "
+                       "of the short referring examples (default: on where tasks are drawn "
+                       "one per image from the scene pool)")
     train.add_argument("--locca-task-weights", dest="locca_task_weights", type=_numbers,
                        metavar="CAP,AREF,GCAP",
                        help="odds of the LocCa task drawn for an image with objects: "

@@ -125,6 +125,9 @@ class Curation(keras.layers.Layer):
 
     def curate(self, batch, student):
         """The sub-batch of `batch` that the `student` backbone should train on."""
+        if any(isinstance(value, (tuple, list)) for value in batch.values()):
+            raise ValueError("ACID curation keeps a subset of a batch's rows: give each input "
+                             "as one array with a row per example, not LocCa length groups.")
         images = student.image_inputs(batch)
         inputs = {**(images if student.is_naflex else {"images": images}),
                   "token_ids": batch["token_ids"]}

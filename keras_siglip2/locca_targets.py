@@ -199,16 +199,18 @@ def make_locca_example(task, caption_ids, box, region_ids, causal, vocab, sequen
 
 def sample_locca_example(
     caption_ids, boxes, region_ids, seed, vocab, sequence_length,
-    causal_probability=CAUSAL_PROBABILITY, all_tasks=False, task_weights=None,
+    causal_probability=CAUSAL_PROBABILITY, all_tasks=False, task_weights=None, task=None,
 ):
     """A random LocCa example for one image, from TensorFlow ops only (for `Dataset.map`).
 
     An image without boxes always gets CAP. An image with at least one box draws CAP, AREF or
-    GCAP in proportion to `task_weights` (three numbers in `TASKS` order; None: uniform). The
+    GCAP in proportion to `task_weights` (three numbers in `TASKS` order; None: uniform), or
+    takes the given `task` (its index in `TASKS`, an int or int tensor). The
     object is uniform over the K boxes, and the layout causal with probability
     `causal_probability`; all drawn with stateless ops from `seed`, so equal seeds give equal
     examples (numpy results when called eagerly on numpy inputs). Pads and eos are stripped
-    from the text ids, so tokenizer outputs can go in as is.
+    from the text ids, so tokenizer outputs can go in as is. A given AREF or GCAP of an image
+    without boxes has an all-zero `decoder_loss_mask`.
 
     `all_tasks=True` gives one example of each task in `TASKS` order instead (`task_weights`
     must then be None), every value with a leading axis of 3; each draws its own object and
@@ -237,10 +239,9 @@ def sample_locca_example(
     1
     """
     numpy_mode = _numpy_mode(caption_ids, boxes, region_ids, seed)
+    if sum(x is not None and x is not False for x in (all_tasks, task_weights, task)) > 1:
+        raise ValueError("all_tasks, task_weights and task each choose the task: give one.")
     if task_weights is not None:
-        if all_tasks:
-            raise ValueError("task_weights has no effect with all_tasks=True (every task is "
-                             "drawn once): give one or the other.")
         task_weights = check_task_weights(task_weights)
     args = (caption_ids, boxes, region_ids, vocab, sequence_length, causal_probability)
     if all_tasks:
@@ -248,7 +249,7 @@ def sample_locca_example(
         rows = [_draw(*args, seeds[i], task=i) for i in range(len(TASKS))]
         example = {k: tf.stack([row[k] for row in rows]) for k in rows[0]}
     else:
-        example = _draw(*args, seed, task_weights=task_weights)
+        example = _draw(*args, seed, task=task, task_weights=task_weights)
     return _maybe_numpy(example, numpy_mode)
 
 
@@ -298,8 +299,8 @@ def _draw(caption_ids, boxes, region_ids, vocab, sequence_length, causal_probabi
     example = make_locca_example(
         drawn, strip(caption_ids), box, region, causal, vocab, sequence_length,
     )
-    if task:  # AREF or GCAP of an image without boxes: nothing to learn.
-        example["decoder_loss_mask"] *= tf.cast(has_boxes, tf.float32)
+    if task is not None:  # AREF or GCAP of an image without boxes: nothing to learn.
+        example["decoder_loss_mask"] *= tf.cast(has_boxes | (drawn == 0), tf.float32)
     return example
 
 

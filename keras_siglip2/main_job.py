@@ -97,6 +97,11 @@ class MainJobConfig:
     # in parallel from [MASK] inputs. The paper's half left this small decoder's greedy boxes
     # (decoded causally) far below what all-causal examples teach it (docs/findings.md).
     locca_causal_probability: float = 1.0
+    # The tasks drawn by batch (a fixed number of captioning rows, `caption_rows`) so the
+    # decoder runs the other rows cut to the longest referring example (20 ids, not 48): a
+    # fifth of the sigmoid + LocCa step was the decoder on padding (docs/performance.md).
+    # None: on wherever it applies (tasks drawn one per image from the pool).
+    locca_length_groups: bool | None = None
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -160,6 +165,13 @@ class MainJobConfig:
         if self.distribution not in ("none", "data_parallel", "mirrored", "tpu"):
             raise ValueError(f"Unknown distribution {self.distribution!r}: use 'none', "
                              "'data_parallel', 'mirrored' or 'tpu'.")
+        applies = self.locca and self.pool_size > 0 and not self.locca_all_tasks
+        if self.locca_length_groups is None:
+            self.locca_length_groups = applies
+        elif self.locca_length_groups and not applies:
+            raise ValueError("locca_length_groups draws one LocCa task per image from the scene "
+                             "pool: it needs locca=True, pool_size > 0 and locca_all_tasks="
+                             "False; drop --locca-length-groups.")
 
     @property
     def num_epochs(self):
@@ -271,6 +283,18 @@ def locca_tasks(config):
             "locca_causal_probability": config.locca_causal_probability}
 
 
+def pool_locca_tasks(config):
+    """`locca_tasks` and the batch-task arguments of `ScenePool.training_batches`: the
+    length groups on one device, the same batches as one array per key over several.
+
+    Example:
+    >>> pool_locca_tasks(MainJobConfig(distribution="data_parallel"))["locca_length_groups"]
+    False
+    """
+    return {**locca_tasks(config), "locca_batch_tasks": config.locca_length_groups,
+            "locca_length_groups": config.locca_length_groups and config.distribution == "none"}
+
+
 def _distribution_scope(config):
     """The context to build the trainer in for `config.distribution` (fails fast)."""
     from keras_siglip2.distribution import strategy
@@ -298,7 +322,8 @@ def _distribution_scope(config):
 # or as the value that ran before it, for these:
 _PLACEMENT = ("distribution", "tpu", "validation_scenes")
 _BEFORE = {"locca_position_codes": False, "locca_all_tasks": False,
-           "locca_task_weights": [1.0, 1.0, 1.0], "locca_causal_probability": 0.5}
+           "locca_task_weights": [1.0, 1.0, 1.0], "locca_causal_probability": 0.5,
+           "locca_length_groups": False}
 _RUN_FILES = ("checkpoint", "checkpoint.partial", "backup", "config.json", "steps.csv",
               "losses.png", "validation.csv", "evaluation.png", "tensorboard", "gallery.png",
               "results.json")
@@ -362,7 +387,7 @@ def train(config, workdir, verbose=1, restart=False, callbacks=(), tensorboard=F
     if config.pool_size:
         pool = scene_pool(config, tokenizer)
         batches = pool.training_batches(config.batch_size, languages, *locca, start=first,
-                                        **locca_tasks(config))
+                                        **pool_locca_tasks(config))
     else:
         batches = training_batches(
             scenes.load("train", seed=config.seed, language=languages, start=first),

@@ -14,7 +14,12 @@ seeded by (seed, example index), so a stream is reproducible and resumes from an
 import numpy as np
 
 from keras_siglip2.datasets import scenes
-from keras_siglip2.locca_targets import CAUSAL_PROBABILITY, DECODER_KEYS, sample_locca_example
+from keras_siglip2.locca_targets import (
+    CAUSAL_PROBABILITY,
+    DECODER_KEYS,
+    check_task_weights,
+    sample_locca_example,
+)
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter
 
 _IMAGE_KEYS = ("patches", "patch_coords", "patch_mask", "spatial_shapes")
@@ -139,9 +144,18 @@ class ScenePool:
             out += [a[f"view_{k}"][scene][chosen] for k in _IMAGE_KEYS]
         return out
 
+    def referring_length(self, vocabulary, decoder_length):
+        """The decoder length that holds every AREF and GCAP example of the pool, in either
+        layout: its longest referring expression and 6 ids (task, box, eos or [MASK]s), at
+        most `decoder_length`."""
+        ids = self.arrays["expression_ids"]
+        longest = ((ids != vocabulary.pad_id) & (ids != vocabulary.eos_id)).sum(-1).max()
+        return min(int(longest) + 6, decoder_length)
+
     def training_batches(self, batch_size, language, vocabulary=None, decoder_length=None,
                          start=0, all_locca_tasks=False, locca_task_weights=None,
-                         locca_causal_probability=CAUSAL_PROBABILITY):
+                         locca_causal_probability=CAUSAL_PROBABILITY, locca_batch_tasks=False,
+                         locca_length_groups=False):
         """Batches for `SigLIP2Trainer.fit`, the keys `pipelines.training_batches` gives.
 
         Args:
@@ -158,12 +172,31 @@ class ScenePool:
                 objects (`sample_locca_example`'s `task_weights`; None: uniform).
             locca_causal_probability: the share of LocCa examples in the causal layout
                 (`sample_locca_example`'s `causal_probability`).
+            locca_batch_tasks: the tasks drawn by batch, not by example: the first
+                `caption_rows(batch_size, locca_task_weights)` examples of every batch
+                caption, the others draw AREF or GCAP in their odds (an image without
+                objects among them has nothing to learn). An example captions as often as
+                with per-example draws, to the rounding of that count, and the decoder's
+                long sequences sit in known rows.
+            locca_length_groups: with `locca_batch_tasks`, each decoder key holds a pair,
+                the captioning rows at `decoder_length` and the others at
+                `referring_length(vocabulary, decoder_length)`, so that `LocCaTerm`
+                computes nothing on their padding. For one device only: a batch split over
+                devices would pair decoder rows with other rows' images.
         """
         import tensorflow as tf
 
         if vocabulary is not None and decoder_length is None:
             raise ValueError("Give `decoder_length` (the LocCa sequence length) with "
                              "`vocabulary`.")
+        if locca_batch_tasks and (vocabulary is None or all_locca_tasks):
+            raise ValueError("locca_batch_tasks draws one LocCa task per example: give a "
+                             "vocabulary, without all_locca_tasks.")
+        if locca_length_groups and not locca_batch_tasks:
+            raise ValueError("locca_length_groups needs locca_batch_tasks=True (it cuts the "
+                             "rows that do not caption).")
+        cap = caption_rows(batch_size, locca_task_weights) if locca_batch_tasks else 0
+        aref, gcap = check_task_weights(locca_task_weights or (1, 1, 1))[1:]
         weights = scenes.language_weights(language)
         a = self.arrays
         specs = [(a[k].dtype, a[k].shape[1:]) for k in _IMAGE_KEYS]
@@ -184,19 +217,50 @@ class ScenePool:
             batch = {"token_ids": values[4], **_from_pixels(dict(zip(_IMAGE_KEYS, values)))}
             if vocabulary is not None:
                 example_seed = tf.stack([tf.cast(self.seed, tf.int32), tf.cast(index, tf.int32)])
+                tasks = {"all_tasks": all_locca_tasks, "task_weights": locca_task_weights}
+                if locca_batch_tasks:  # the draw that would have picked the task picks one
+                    row = tf.math.floormod(tf.cast(index - start, tf.int32), batch_size)
+                    u = tf.random.stateless_uniform([3], example_seed)[0]
+                    tasks = {"task": tf.where(row < cap, 0,
+                                              tf.where(u * (aref + gcap) < aref, 1, 2))}
                 locca = sample_locca_example(values[4], values[6], values[5], example_seed,
                                              vocabulary, decoder_length,
-                                             all_tasks=all_locca_tasks,
-                                             task_weights=locca_task_weights,
-                                             causal_probability=locca_causal_probability)
+                                             causal_probability=locca_causal_probability,
+                                             **tasks)
                 batch.update({k: locca[k] for k in DECODER_KEYS})
             if self.local_views is not None:
                 batch["local_views"] = _from_pixels(dict(zip(_IMAGE_KEYS, values[7:])))
             return batch
 
-        return (tf.data.Dataset.counter(int(start))
-                .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch_size, drop_remainder=True))
+        batches = (tf.data.Dataset.counter(int(start))
+                   .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                   .batch(batch_size, drop_remainder=True))
+        if not locca_length_groups:
+            return batches
+        short = self.referring_length(vocabulary, decoder_length)
+
+        def split(batch):
+            for key in DECODER_KEYS:
+                value = batch[key]
+                rest = value[cap:, :short] if value.shape.rank == 2 else value[cap:]
+                batch[key] = tuple(group for group, rows in
+                                   ((value[:cap], cap), (rest, batch_size - cap)) if rows)
+            return batch
+
+        return batches.map(split)
+
+
+def caption_rows(batch_size, task_weights=None):
+    """The captioning examples in a batch of `batch_size` whose LocCa tasks are drawn by
+    batch (`ScenePool.training_batches`'s `locca_batch_tasks`): the batch's share of CAP,
+    rounded.
+
+    Example:
+    >>> caption_rows(64, (1, 3, 1))  # 12.8
+    13
+    """
+    weights = check_task_weights(task_weights or (1, 1, 1))
+    return round(batch_size * weights[0] / sum(weights))
 
 
 def _as_pixels(converted):

@@ -313,10 +313,23 @@ def test_bad_task_weights_are_refused(weights):
                              task_weights=weights)
 
 
-def test_task_weights_and_all_tasks_are_one_or_the_other():
-    with pytest.raises(ValueError, match="task_weights has no effect with all_tasks=True"):
+@pytest.mark.parametrize("choices", [dict(all_tasks=True, task_weights=(1, 2, 1)),
+                                     dict(task=1, task_weights=(1, 2, 1)),
+                                     dict(all_tasks=True, task=0)])
+def test_all_tasks_task_weights_and_task_are_one_at_a_time(choices):
+    with pytest.raises(ValueError, match="all_tasks, task_weights and task each choose"):
         sample_locca_example([5, 1], [[0, 0, 1, 1]], [[7, 1]], [0, 1], SMALL_VOCAB, 8,
-                             all_tasks=True, task_weights=(1, 2, 1))
+                             **choices)
+
+
+def test_a_given_task_is_the_examples_task_and_needs_boxes_to_be_learnt():
+    for task in (0, 1, 2, tf.constant(1), tf.constant(2)):
+        for boxes, regions in (([[0.1, 0.2, 0.5, 0.6]], [[7, 8, 1]]), ([], np.zeros([0, 3]))):
+            ex = sample_locca_example([5, 6, 1], np.reshape(boxes, (-1, 4)), regions, [0, 4],
+                                      SMALL_VOCAB, 12, task=task)
+            assert int(ex["decoder_task"]) == int(task)
+            learnt = float(np.asarray(ex["decoder_loss_mask"]).sum())
+            assert (learnt > 0) == (len(boxes) > 0 or int(task) == 0)
 
 
 def test_all_tasks_gives_one_example_of_each_task_per_image():
@@ -439,3 +452,31 @@ def test_locca_term_reads_every_task_of_an_image_from_one_tower_pass(rng):
             mask = batch["decoder_loss_mask"][b, k]
             losses.append((ce * mask).sum() / max(mask.sum(), 1e-9))
     np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+
+
+def test_locca_term_gives_the_same_loss_on_length_groups(rng):
+    from keras_siglip2.models.loss_terms import LocCaTerm, StudentPass
+    from keras_siglip2.testing import toy_backbone
+
+    keras.utils.set_random_seed(0)
+    backbone = toy_backbone()
+    term = LocCaTerm(tiny_decoder(image_position_codes=True), image_width=8,
+                     loss_weights={"locca_loss": 1.0})
+    lengths = np.array([8, 7, 3, 5, 2])  # rows 2 … 4 fit in 5 positions
+    filled = np.arange(8)[None] < lengths[:, None]
+    batch = {
+        "images": rng.uniform(-1, 1, (5, 16, 16, 3)).astype("float32"),
+        "decoder_input_ids": np.where(filled, rng.integers(2, 40, (5, 8)), 0).astype("int32"),
+        "decoder_target_ids": np.where(filled, rng.integers(2, 40, (5, 8)), 0).astype("int32"),
+        "decoder_loss_mask": (filled & (rng.uniform(size=(5, 8)) < 0.8)).astype("float32"),
+        "decoder_causal": np.ones(5, "int32"),
+    }
+    student = StudentPass.of(backbone, batch)
+    grouped = {k: (v[:2], v[2:, :5] if v.ndim == 2 else v[2:]) if k.startswith("decoder_")
+               else v for k, v in batch.items()}
+    losses = [float(ops.convert_to_numpy(term.losses_of(b, student)["locca_loss"]))
+              for b in (batch, grouped)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    short = {k: (v[:2], v[2:4]) if k.startswith("decoder_") else v for k, v in batch.items()}
+    with pytest.raises(ValueError, match="length groups hold 4 rows for a batch of 5 images"):
+        term.losses_of(short, student)

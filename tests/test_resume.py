@@ -150,6 +150,8 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"width": 18, "num_heads": 2}, "locca_position_codes needs a width divisible by 4"),
     ({"locca_task_weights": (1, -1, 1)}, "locca_task_weights must be three finite numbers"),
     ({"locca_causal_probability": 1.5}, r"locca_causal_probability must be a finite number"),
+    ({"pool_size": 0, "locca_length_groups": True}, "locca_length_groups draws one LocCa task"),
+    ({"locca_all_tasks": True, "locca_length_groups": True}, "needs locca=True, pool_size > 0"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -166,6 +168,12 @@ def test_train_rejects_bad_arguments_before_writing_anything(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("error: "), err
         assert not (tmp_path / "run").exists()
+
+
+def test_length_groups_are_on_wherever_they_apply():
+    assert MainJobConfig().locca_length_groups is True
+    for off in ({"pool_size": 0}, {"locca_all_tasks": True}, {"locca": False}):
+        assert MainJobConfig(**off).locca_length_groups is False
 
 
 def test_epochs_divide_the_steps():
@@ -212,6 +220,13 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     with pytest.raises(ValueError, match=r"locca_causal_probability: 0.5 there, 1.0 now"):
         main_job.train(old, workdir)
     old = dataclasses.replace(old, locca_causal_probability=0.5)
+    assert main_job.train(old, workdir) == workdir / "checkpoint"
+    # From before the length groups: its LocCa tasks were drawn one example at a time.
+    del saved["locca_length_groups"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"locca_length_groups: False there, True now"):
+        main_job.train(old, workdir)
+    old = dataclasses.replace(old, locca_length_groups=False)
     assert main_job.train(old, workdir) == workdir / "checkpoint"
     # A run of the 1 : 2 : 1 default resumes only with that mix (the default is now 1 : 3 : 1).
     (workdir / "config.json").write_text(MainJobConfig(steps=800, locca_task_weights=(1, 2, 1))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from keras_siglip2.datasets import scenes
-from keras_siglip2.locca_targets import LocCaVocabulary
+from keras_siglip2.locca_targets import DECODER_KEYS, LocCaVocabulary
 from keras_siglip2.pipelines import training_batches
 from keras_siglip2.preprocessing import LocalViews, NaFlexImageConverter, SigLIP2ImageConverter
-from keras_siglip2.scene_pool import ScenePool
+from keras_siglip2.scene_pool import ScenePool, caption_rows
 
 SIZE = 6
 
@@ -98,3 +98,35 @@ def test_bad_arguments_are_named(setup):
         pool.training_batches(2, "fr")
     with pytest.raises(ValueError, match="decoder_length"):
         pool.training_batches(2, "en", vocab)
+    with pytest.raises(ValueError, match="locca_batch_tasks draws one LocCa task"):
+        pool.training_batches(2, "en", vocab, 20, all_locca_tasks=True, locca_batch_tasks=True)
+    with pytest.raises(ValueError, match="locca_length_groups needs locca_batch_tasks"):
+        pool.training_batches(2, "en", vocab, 20, locca_length_groups=True)
+
+
+def test_batch_tasks_caption_first_and_length_groups_cut_only_padding(setup):
+    _, _, _, vocab, pool = setup
+    weights = (1, 3, 1)
+    cap, short = caption_rows(SIZE, weights), pool.referring_length(vocab, 20)
+    assert cap == 1 and short < 20
+    joined = pool.training_batches(SIZE, "en", vocab, 20, locca_task_weights=weights,
+                                   locca_batch_tasks=True)
+    split = pool.training_batches(SIZE, "en", vocab, 20, locca_task_weights=weights,
+                                  locca_batch_tasks=True, locca_length_groups=True)
+    for whole, groups in zip(joined.take(4), split.take(4)):
+        whole, groups = _numpy(whole), {k: [np.asarray(g) for g in v] for k, v in groups.items()
+                                        if k in DECODER_KEYS}
+        first = whole["decoder_input_ids"][:, 0]
+        assert (first[:cap] == vocab.cap_id).all()
+        assert set(first[cap:]) <= {vocab.aref_id, vocab.gcap_id}
+        for key, (long, rest) in groups.items():
+            np.testing.assert_array_equal(long, whole[key][:cap])
+            np.testing.assert_array_equal(rest, whole[key][cap:, :short] if rest.ndim == 2
+                                          else whole[key][cap:])
+        for key in ("decoder_input_ids", "decoder_target_ids", "decoder_loss_mask"):
+            assert not whole[key][cap:, short:].any()  # the cut held padding only
+
+
+def test_caption_rows_follow_the_weights():
+    assert caption_rows(64, (1, 3, 1)) == 13 and caption_rows(64) == 21
+    assert caption_rows(64, (0, 1, 1)) == 0 and caption_rows(8, (1, 0, 0)) == 8

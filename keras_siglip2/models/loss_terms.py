@@ -149,7 +149,12 @@ class LocCaTerm(LossTerm):
 
     A `LocCaDecoder` cross-attends to the student's patch tokens; the batch holds its
     inputs and targets (`keras_siglip2.locca_targets.DECODER_KEYS`): one example per image
-    (B, T), or several, e.g. one per task (B, tasks, T), all read from one tower pass.
+    (B, T), or several, e.g. one per task (B, tasks, T), all read from one tower pass. Each
+    key may instead hold a tuple of length groups, consecutive rows of the batch each at its
+    own length (`ScenePool.training_batches`'s `locca_length_groups`): the decoder runs on
+    each group, and the loss is the mean over the batch's examples as before. A causal
+    example's loss does not depend on the padding after it, so cutting padding changes it
+    only by rounding.
 
     Args:
         decoder: a `LocCaDecoder`; built here for images of width `image_width` if unbuilt.
@@ -181,8 +186,24 @@ class LocCaTerm(LossTerm):
                 f"The batch lacks {missing}, which the LocCa decoder trains on: "
                 "build them with keras_siglip2.locca_targets, or pass decoder=None."
             )
-        decoder_batch = {k: batch[k] for k in DECODER_KEYS}
         image = (student.image["sequence_output"], student.token_mask, student.token_positions)
+        if not isinstance(batch["decoder_input_ids"], (tuple, list)):
+            return {"locca_loss": ops.mean(self._example_losses(batch, image))}
+        losses, start = [], 0
+        for g, ids in enumerate(batch["decoder_input_ids"]):
+            rows = ids.shape[0]
+            group = {k: batch[k][g] for k in DECODER_KEYS}
+            losses.append(self._example_losses(
+                group, [None if x is None else x[start:start + rows] for x in image]))
+            start += rows
+        if start != image[0].shape[0]:
+            raise ValueError(f"The LocCa length groups hold {start} rows for a batch of "
+                             f"{image[0].shape[0]} images: each image needs its row.")
+        return {"locca_loss": ops.mean(ops.concatenate(losses))}
+
+    def _example_losses(self, batch, image):
+        """Each decoder example's loss, (B,) or (B · tasks,)."""
+        decoder_batch = {k: batch[k] for k in DECODER_KEYS}
         shape = tuple(decoder_batch["decoder_input_ids"].shape)
         if len(shape) == 3:  # (B, tasks, T): every task of each image, on one pass of the tower.
             decoder_batch = {k: ops.reshape(v, (-1, *tuple(v.shape)[2:]))
@@ -192,10 +213,9 @@ class LocCaTerm(LossTerm):
             decoder_batch["decoder_input_ids"], image[0], image_mask=image[1],
             causal=decoder_batch["decoder_causal"], image_positions=image[2],
         )
-        return {"locca_loss": token_cross_entropy(
+        return token_cross_entropy(
             logits, decoder_batch["decoder_target_ids"], decoder_batch["decoder_loss_mask"],
-            reduction="mean",
-        )}
+        )
 
 
 def _clone(layer):
