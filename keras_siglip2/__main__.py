@@ -345,16 +345,14 @@ def main(argv=None):
          "place to the image tokens"),
         ("locca_all_tasks", "every image trains all three LocCa tasks each step, not one "
          "drawn task"),
+        ("locca_length_groups", "draw the LocCa tasks by batch (a fixed number of captions), "
+         "so the decoder skips the padding of the short referring examples (with the scene "
+         "pool and one drawn task per image)"),
     ):
         default = "on" if MainJobConfig.__dataclass_fields__[name].default else "off"
         train.add_argument(f"--{name.replace('_', '-')}", dest=name,
                            action=argparse.BooleanOptionalAction,
                            help=f"{text} (default: {default})")
-    train.add_argument("--locca-length-groups", dest="locca_length_groups",
-                       action=argparse.BooleanOptionalAction,
-                       help="draw the LocCa tasks by batch, so the decoder skips the padding "
-                       "of the short referring examples (default: on where tasks are drawn "
-                       "one per image from the scene pool)")
     train.add_argument("--locca-task-weights", dest="locca_task_weights", type=_numbers,
                        metavar="CAP,AREF,GCAP",
                        help="odds of the LocCa task drawn for an image with objects: "

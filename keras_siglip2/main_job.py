@@ -100,8 +100,9 @@ class MainJobConfig:
     # The tasks drawn by batch (a fixed number of captioning rows, `caption_rows`) so the
     # decoder runs the other rows cut to the longest referring example (20 ids, not 48): a
     # fifth of the sigmoid + LocCa step was the decoder on padding (docs/performance.md).
-    # None: on wherever it applies (tasks drawn one per image from the pool).
-    locca_length_groups: bool | None = None
+    # Applies where the tasks are drawn one per image from the pool (not with pool_size 0 or
+    # locca_all_tasks).
+    locca_length_groups: bool = True
     # SILC / TIPS: local views of at most `local_view_patches` patches, DINO heads.
     self_distillation: bool = True
     local_views: int = 2
@@ -165,13 +166,6 @@ class MainJobConfig:
         if self.distribution not in ("none", "data_parallel", "mirrored", "tpu"):
             raise ValueError(f"Unknown distribution {self.distribution!r}: use 'none', "
                              "'data_parallel', 'mirrored' or 'tpu'.")
-        applies = self.locca and self.pool_size > 0 and not self.locca_all_tasks
-        if self.locca_length_groups is None:
-            self.locca_length_groups = applies
-        elif self.locca_length_groups and not applies:
-            raise ValueError("locca_length_groups draws one LocCa task per image from the scene "
-                             "pool: it needs locca=True, pool_size > 0 and locca_all_tasks="
-                             "False; drop --locca-length-groups.")
 
     @property
     def num_epochs(self):
@@ -291,8 +285,9 @@ def pool_locca_tasks(config):
     >>> pool_locca_tasks(MainJobConfig(distribution="data_parallel"))["locca_length_groups"]
     False
     """
-    return {**locca_tasks(config), "locca_batch_tasks": config.locca_length_groups,
-            "locca_length_groups": config.locca_length_groups and config.distribution == "none"}
+    on = config.locca_length_groups and config.locca and not config.locca_all_tasks
+    return {**locca_tasks(config), "locca_batch_tasks": on,
+            "locca_length_groups": on and config.distribution == "none"}
 
 
 def _distribution_scope(config):

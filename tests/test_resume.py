@@ -150,8 +150,6 @@ def test_an_unreadable_backup_names_the_file_and_what_to_do(tmp_path):
     ({"width": 18, "num_heads": 2}, "locca_position_codes needs a width divisible by 4"),
     ({"locca_task_weights": (1, -1, 1)}, "locca_task_weights must be three finite numbers"),
     ({"locca_causal_probability": 1.5}, r"locca_causal_probability must be a finite number"),
-    ({"pool_size": 0, "locca_length_groups": True}, "locca_length_groups draws one LocCa task"),
-    ({"locca_all_tasks": True, "locca_length_groups": True}, "needs locca=True, pool_size > 0"),
 ])
 def test_main_job_settings_are_checked_up_front(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -170,10 +168,13 @@ def test_train_rejects_bad_arguments_before_writing_anything(tmp_path, capsys):
         assert not (tmp_path / "run").exists()
 
 
-def test_length_groups_are_on_wherever_they_apply():
-    assert MainJobConfig().locca_length_groups is True
-    for off in ({"pool_size": 0}, {"locca_all_tasks": True}, {"locca": False}):
-        assert MainJobConfig(**off).locca_length_groups is False
+def test_length_groups_reach_the_pool_where_tasks_are_drawn_one_per_image():
+    groups = lambda **kw: main_job.pool_locca_tasks(MainJobConfig(**kw))  # noqa: E731
+    assert groups()["locca_batch_tasks"] and groups()["locca_length_groups"]
+    for off in ({"locca_all_tasks": True}, {"locca": False}, {"locca_length_groups": False}):
+        assert not groups(**off)["locca_batch_tasks"] and not groups(**off)["locca_length_groups"]
+    # Over several devices: the same batches, one array per key.
+    assert groups(distribution="data_parallel") == {**groups(), "locca_length_groups": False}
 
 
 def test_epochs_divide_the_steps():
