@@ -196,7 +196,8 @@ class ScenePool:
             raise ValueError("locca_length_groups needs locca_batch_tasks=True (it cuts the "
                              "rows that do not caption).")
         cap = caption_rows(batch_size, locca_task_weights) if locca_batch_tasks else 0
-        aref, gcap = check_task_weights(locca_task_weights or (1, 1, 1))[1:]
+        aref, gcap = check_task_weights(
+            (1, 1, 1) if locca_task_weights is None else locca_task_weights)[1:]
         weights = scenes.language_weights(language)
         a = self.arrays
         specs = [(a[k].dtype, a[k].shape[1:]) for k in _IMAGE_KEYS]
@@ -259,7 +260,7 @@ def caption_rows(batch_size, task_weights=None):
     >>> caption_rows(64, (1, 3, 1))  # 12.8
     13
     """
-    weights = check_task_weights(task_weights or (1, 1, 1))
+    weights = check_task_weights((1, 1, 1) if task_weights is None else task_weights)
     return round(batch_size * weights[0] / sum(weights))
 
 

@@ -196,7 +196,7 @@ class LocCaTerm(LossTerm):
             losses.append(self._example_losses(
                 group, [None if x is None else x[start:start + rows] for x in image]))
             start += rows
-        if start != image[0].shape[0]:
+        if image[0].shape[0] is not None and start != image[0].shape[0]:
             raise ValueError(f"The LocCa length groups hold {start} rows for a batch of "
                              f"{image[0].shape[0]} images: each image needs its row.")
         return {"locca_loss": ops.mean(ops.concatenate(losses))}
