@@ -98,8 +98,8 @@ class MainJobConfig:
     # (decoded causally) far below what all-causal examples teach it (docs/findings.md).
     locca_causal_probability: float = 1.0
     # The tasks drawn by batch (a fixed number of captioning rows, `caption_rows`) so the
-    # decoder runs the other rows cut to the longest referring example (20 ids, not 48): a
-    # fifth of the sigmoid + LocCa step was the decoder on padding (docs/performance.md).
+    # decoder runs the other rows cut to the longest referring example (28 ids, not 48): a
+    # sixth of the sigmoid + LocCa step was the decoder on padding (docs/performance.md).
     # Applies where the tasks are drawn one per image from the pool (not with pool_size 0 or
     # locca_all_tasks).
     locca_length_groups: bool = True
