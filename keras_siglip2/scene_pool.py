@@ -195,9 +195,9 @@ class ScenePool:
         if locca_length_groups and not locca_batch_tasks:
             raise ValueError("locca_length_groups needs locca_batch_tasks=True (it cuts the "
                              "rows that do not caption).")
-        cap = caption_rows(batch_size, locca_task_weights) if locca_batch_tasks else 0
-        aref, gcap = check_task_weights(
-            (1, 1, 1) if locca_task_weights is None else locca_task_weights)[1:]
+        odds = check_task_weights((1, 1, 1) if locca_task_weights is None else locca_task_weights)
+        cap = caption_rows(batch_size, odds) if locca_batch_tasks else 0
+        aref, gcap = odds[1:]
         weights = scenes.language_weights(language)
         a = self.arrays
         specs = [(a[k].dtype, a[k].shape[1:]) for k in _IMAGE_KEYS]
