@@ -2,7 +2,7 @@
 with the sigmoid loss alone, + LocCa, and + LocCa + SILC/TIPS, at several seeds, next to the
 same model untrained, every row measured by the same evaluators.
 
-    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 2400] [--seeds 0 1 2]
+    KERAS_BACKEND=jax python benchmarks/ablation.py [--steps 3600] [--seeds 0 1 2]
         [--workdir ablation] [--rows untrained sigmoid "+ LocCa" "+ LocCa + SILC/TIPS"]
     KERAS_BACKEND=jax python benchmarks/ablation.py --long    # 4x the steps, for the trend
 
@@ -112,7 +112,8 @@ def main():
     parser.add_argument("--steps", type=int, default=MainJobConfig.steps,
                         help="training steps per run")
     parser.add_argument("--long", action="store_true",
-                        help="4x --steps (about 35 minutes per run on 2 idle CPU cores)")
+                        help="4x --steps, for the trend (9,600 steps took 33 minutes on 2 "
+                        "idle CPU cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-examples", type=int, default=1000,
                         help="test scenes per evaluator; the probes fit on half as many")

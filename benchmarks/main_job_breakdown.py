@@ -18,7 +18,7 @@ with the default `MainJobConfig`:
 - "+ EMATeacher callback": the per-step callbacks plus the teacher moved by the `EMATeacher`
   callback instead of inside the step (the main job until 2026-12-06);
 - "backup write": one `TrainingBackup` write (model, teacher, optimizer) per step of an
-  epoch of the default run (2,400 steps / 10 epochs);
+  epoch of the default run (3,600 steps / 10 epochs);
 - "fit, data drawn anew" / "fit, ScenePool": the main job's `fit` as it runs (the
   pipeline and the per-step callbacks), with each pipeline.
 Seconds per step are medians over `--repeats` calls of `--steps` steps, after a warm-up call.

@@ -313,4 +313,4 @@ def test_train_help_shows_the_real_defaults(capsys):
         shown = re.search(rf"--{name.replace('_', '-')} {name.upper()} .*?\(default: ([^)]*)\)",
                           text)
         assert shown and shown.group(1) == str(defaults[name]), (name, shown)
-    assert "--steps STEPS optimizer steps (default: 2400)" in text
+    assert "--steps STEPS optimizer steps (default: 3600)" in text

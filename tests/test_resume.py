@@ -187,7 +187,7 @@ def test_a_run_of_other_settings_is_not_resumed_and_a_finished_one_not_retrained
     workdir = tmp_path / "run"
     (workdir / "backup").mkdir(parents=True)
     (workdir / "config.json").write_text(MainJobConfig(steps=800).to_json())
-    with pytest.raises(ValueError, match=r"other settings \(steps: 800 there, 2400 now\).*"
+    with pytest.raises(ValueError, match=r"other settings \(steps: 800 there, 3600 now\).*"
                                          r"--restart"):
         main_job.train(MainJobConfig(), workdir)
     (workdir / "checkpoint").mkdir()
